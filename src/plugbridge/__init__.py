@@ -1,0 +1,60 @@
+"""plugbridge: load, call, reload and isolate plugins without the host ever crashing."""
+
+from ._config import PluginConfig
+from ._errors import (
+    Cancelled,
+    ConfigError,
+    ErrorCode,
+    FfiError,
+    HandlerError,
+    InitializationFailed,
+    InternalError,
+    InvalidState,
+    PluginCrashed,
+    PluginError,
+    PluginRuntimeError,
+    SerializationError,
+    ShutdownFailed,
+    Timeout,
+    TooManyRequests,
+    UnknownMessageType,
+)
+from ._handle import PluginHandle
+from ._levels import LogLevel
+from ._lifecycle import LifecycleState
+from ._load import load
+from ._logsink import LogCallback
+from ._plugin import Plugin, PluginContext, handler
+from ._transport import PluginMetadata
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Cancelled",
+    "ConfigError",
+    "ErrorCode",
+    "FfiError",
+    "HandlerError",
+    "InitializationFailed",
+    "InternalError",
+    "InvalidState",
+    "LifecycleState",
+    "LogCallback",
+    "LogLevel",
+    "Plugin",
+    "PluginConfig",
+    "PluginContext",
+    "PluginCrashed",
+    "PluginError",
+    "PluginHandle",
+    "PluginMetadata",
+    "PluginRuntimeError",
+    "SerializationError",
+    "ShutdownFailed",
+    "Timeout",
+    "TooManyRequests",
+    "UnknownMessageType",
+    "__version__",
+    "handler",
+    "load",
+]

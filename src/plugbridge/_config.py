@@ -1,0 +1,98 @@
+"""PluginConfig: the settings a host hands to one plugin instance."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ._errors import ConfigError
+from ._levels import LogLevel, parse_level
+
+
+@dataclass
+class PluginConfig:
+    """Settings for one plugin handle. ``load`` also accepts a dict with these keys."""
+
+    log_level: LogLevel = LogLevel.INFO
+    max_concurrent_ops: int = 1000
+    """Calls allowed to run at once; 0 means unlimited."""
+    shutdown_timeout: float = 5.0
+    """Seconds ``shutdown`` may take in all."""
+    call_timeout: float | None = None
+    """Default per-call timeout in seconds (None: wait as long as the handler runs)."""
+    worker_threads: int | None = None
+    """Threads for sync handlers that need one; None picks min(32, cpus + 4)."""
+    data: dict[str, Any] = field(default_factory=dict)
+    """Free-form settings handed to the plugin as ``ctx.data``."""
+    restart_on_crash: bool = False
+    """isolation="process" only: start a fresh worker when the worker dies."""
+    max_restarts: int = 3
+    """Restarts allowed within ``restart_window`` seconds before the handle stays FAILED."""
+    restart_window: float = 60.0
+    restart_backoff: float = 0.1
+    """Seconds before the first restart; doubles for each further one in the window."""
+
+    def __post_init__(self) -> None:
+        self.log_level = parse_level(self.log_level)
+        _check_count("max_concurrent_ops", self.max_concurrent_ops)
+        _check_seconds("shutdown_timeout", self.shutdown_timeout)
+        if self.call_timeout is not None:
+            _check_seconds("call_timeout", self.call_timeout)
+        if self.worker_threads is not None:
+            _check_count("worker_threads", self.worker_threads)
+            if self.worker_threads == 0:
+                raise ConfigError("worker_threads must be at least 1 (or None for the default)")
+        if not isinstance(self.data, dict):
+            raise ConfigError(f"data must be a dict, not {type(self.data).__name__}")
+        if not isinstance(self.restart_on_crash, bool):
+            raise ConfigError("restart_on_crash must be True or False")
+        _check_count("max_restarts", self.max_restarts)
+        _check_seconds("restart_window", self.restart_window)
+        _check_seconds("restart_backoff", self.restart_backoff)
+
+    @classmethod
+    def coerce(cls, value: PluginConfig | Mapping[str, Any] | None) -> PluginConfig:
+        """Accept a PluginConfig, a mapping of its fields, or None (defaults)."""
+        if value is None:
+            return cls()
+        if isinstance(value, PluginConfig):
+            return dataclasses.replace(value)  # re-validates; the caller may mutate theirs
+        if isinstance(value, Mapping):
+            known = {f.name for f in dataclasses.fields(cls)}
+            unknown = sorted(str(k) for k in value if k not in known)
+            if unknown:
+                raise ConfigError(
+                    f"unknown config key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+                )
+            try:
+                return cls(**value)
+            except TypeError as exc:
+                raise ConfigError(str(exc)) from None
+        raise ConfigError(f"config must be a PluginConfig or a dict, not {type(value).__name__}")
+
+    def to_wire(self) -> dict[str, Any]:
+        """The JSON config shape of the rustbridge C ABI (CONTRACT section 5)."""
+        return {
+            "log_level": self.log_level.name.lower(),
+            "max_concurrent_ops": self.max_concurrent_ops,
+            "shutdown_timeout_ms": int(self.shutdown_timeout * 1000),
+            "worker_threads": self.worker_threads,
+            "data": self.data,
+        }
+
+
+def _check_count(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{name} must be an int, not {type(value).__name__}")
+    if value < 0:
+        raise ConfigError(f"{name} must not be negative (got {value})")
+
+
+def _check_seconds(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{name} must be a number of seconds, not {type(value).__name__}")
+    if value < 0 or math.isnan(value):
+        raise ConfigError(f"{name} must not be negative (got {value})")

@@ -1,0 +1,133 @@
+"""The error model: one stable code per failure, one exception class per code."""
+
+from __future__ import annotations
+
+from enum import IntEnum
+from typing import ClassVar
+
+
+class ErrorCode(IntEnum):
+    """Stable numeric codes shared by every transport (and the native C ABI)."""
+
+    INVALID_STATE = 1
+    INITIALIZATION_FAILED = 2
+    SHUTDOWN_FAILED = 3
+    CONFIG_ERROR = 4
+    SERIALIZATION_ERROR = 5
+    UNKNOWN_MESSAGE_TYPE = 6
+    HANDLER_ERROR = 7
+    PLUGIN_RUNTIME_ERROR = 8
+    CANCELLED = 9
+    TIMEOUT = 10
+    INTERNAL_ERROR = 11
+    FFI_ERROR = 12
+    TOO_MANY_REQUESTS = 13
+    PLUGIN_CRASHED = 14
+
+
+class PluginError(Exception):
+    """Base of every failure plugbridge reports; ``code`` says which kind it is."""
+
+    code: ClassVar[ErrorCode] = ErrorCode.INTERNAL_ERROR
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return f"[{int(self.code)} {self.code.name}] {self.message}"
+
+    def __reduce__(self) -> tuple[type[PluginError], tuple[str]]:
+        return (type(self), (self.message,))
+
+
+class InvalidState(PluginError):
+    code = ErrorCode.INVALID_STATE
+
+
+class InitializationFailed(PluginError):
+    code = ErrorCode.INITIALIZATION_FAILED
+
+
+class ShutdownFailed(PluginError):
+    code = ErrorCode.SHUTDOWN_FAILED
+
+
+class ConfigError(PluginError):
+    code = ErrorCode.CONFIG_ERROR
+
+
+class SerializationError(PluginError):
+    code = ErrorCode.SERIALIZATION_ERROR
+
+
+class UnknownMessageType(PluginError):
+    code = ErrorCode.UNKNOWN_MESSAGE_TYPE
+
+
+class HandlerError(PluginError):
+    code = ErrorCode.HANDLER_ERROR
+
+
+class PluginRuntimeError(PluginError):
+    code = ErrorCode.PLUGIN_RUNTIME_ERROR
+
+
+class Cancelled(PluginError):
+    code = ErrorCode.CANCELLED
+
+
+class Timeout(PluginError):
+    code = ErrorCode.TIMEOUT
+
+
+class InternalError(PluginError):
+    code = ErrorCode.INTERNAL_ERROR
+
+
+class FfiError(PluginError):
+    code = ErrorCode.FFI_ERROR
+
+
+class TooManyRequests(PluginError):
+    code = ErrorCode.TOO_MANY_REQUESTS
+
+
+class PluginCrashed(PluginError):
+    code = ErrorCode.PLUGIN_CRASHED
+
+
+_BY_CODE: dict[int, type[PluginError]] = {
+    cls.code: cls
+    for cls in (
+        InvalidState,
+        InitializationFailed,
+        ShutdownFailed,
+        ConfigError,
+        SerializationError,
+        UnknownMessageType,
+        HandlerError,
+        PluginRuntimeError,
+        Cancelled,
+        Timeout,
+        InternalError,
+        FfiError,
+        TooManyRequests,
+        PluginCrashed,
+    )
+}
+
+
+def error_for_code(code: int, message: str) -> PluginError:
+    """Build the exception for a wire/ABI error code; unknown codes become InternalError."""
+    cls = _BY_CODE.get(code)
+    if cls is None:
+        return InternalError(f"unknown error code {code}: {message}")
+    return cls(message)
+
+
+def describe_exception(exc: BaseException) -> str:
+    """``"ValueError: bad thing"`` — the form HandlerError messages use."""
+    text = str(exc)
+    name = type(exc).__qualname__
+    return f"{name}: {text}" if text else name

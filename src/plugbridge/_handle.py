@@ -1,0 +1,185 @@
+"""PluginHandle: the host's one object for a plugin, whichever transport carries it."""
+
+from __future__ import annotations
+
+import threading
+import time
+from types import TracebackType
+from typing import Any
+
+from ._config import PluginConfig
+from ._errors import ConfigError, InvalidState, PluginError, UnknownMessageType
+from ._levels import LogLevel, parse_level
+from ._lifecycle import LifecycleState
+from ._limiter import ConcurrencyLimiter
+from ._logsink import LogSink
+from ._transport import PluginMetadata, Transport, TransportFactory
+
+
+class PluginHandle:
+    """A loaded plugin. Stays valid across ``reload()``; closed by ``shutdown()``/``close()``."""
+
+    def __init__(
+        self, factory: TransportFactory, config: PluginConfig, sink: LogSink, source: str
+    ) -> None:
+        self._factory = factory
+        self._config = config
+        self._sink = sink
+        self._source = source
+        self._limiter = ConcurrencyLimiter(config.max_concurrent_ops)
+        self._release = self._limiter.release
+        self._default_timeout = config.call_timeout
+        self._host_log = sink.instance_log()
+        self._swap_lock = threading.RLock()
+        self._closed = False
+        self._transport: Transport = factory(None)
+
+    # -- calls -------------------------------------------------------------------------
+
+    def call(self, type_tag: str, request: Any = None, *, timeout: float | None = None) -> Any:
+        """Send ``request`` to the handler of ``type_tag``; return its decoded response."""
+        timeout = self._timeout(type_tag, timeout)
+        while True:
+            self._limiter.acquire()
+            transport = self._transport
+            try:
+                return transport.call(type_tag, request, timeout, self._release)
+            except InvalidState:
+                if transport is self._transport:
+                    raise  # not a reload in progress: the handle itself is not ACTIVE
+
+    def call_json(
+        self, type_tag: str, request_json: str | bytes, *, timeout: float | None = None
+    ) -> str:
+        """Raw JSON in, raw JSON out."""
+        timeout = self._timeout(type_tag, timeout)
+        if isinstance(request_json, str):
+            payload = request_json.encode()
+        elif isinstance(request_json, bytes | bytearray | memoryview):
+            payload = bytes(request_json)
+        else:
+            from ._errors import SerializationError
+
+            raise SerializationError(
+                f"call_json needs JSON as str or bytes, not {type(request_json).__name__}"
+            )
+        while True:
+            self._limiter.acquire()
+            transport = self._transport
+            try:
+                return transport.call_json(type_tag, payload, timeout, self._release).decode()
+            except InvalidState:
+                if transport is self._transport:
+                    raise
+
+    async def acall(
+        self, type_tag: str, request: Any = None, *, timeout: float | None = None
+    ) -> Any:
+        """The asyncio form of ``call``; never blocks the caller's event loop."""
+        timeout = self._timeout(type_tag, timeout)
+        while True:
+            self._limiter.acquire()
+            transport = self._transport
+            try:
+                return await transport.acall(type_tag, request, timeout, self._release)
+            except InvalidState:
+                if transport is self._transport:
+                    raise
+
+    def _timeout(self, type_tag: object, timeout: float | None) -> float | None:
+        if type(type_tag) is not str:
+            raise UnknownMessageType(f"type_tag must be a str, not {type(type_tag).__name__}")
+        if timeout is None:
+            return self._default_timeout
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout >= 0:
+            raise ConfigError(f"timeout must be a non-negative number of seconds, not {timeout!r}")
+        return float(timeout)
+
+    # -- state and settings ------------------------------------------------------------
+
+    @property
+    def state(self) -> LifecycleState:
+        return self._transport.state
+
+    @property
+    def metadata(self) -> PluginMetadata:
+        return self._transport.metadata
+
+    @property
+    def rejected_request_count(self) -> int:
+        return self._limiter.rejected + self._transport.rejected_count
+
+    @property
+    def log_level(self) -> LogLevel:
+        return self._sink.level
+
+    def set_log_level(self, level: LogLevel | str | int) -> None:
+        """Change this handle's level; it applies to the very next record."""
+        parsed = parse_level(level)
+        self._sink.level = parsed
+        self._transport.set_log_level(parsed)
+
+    @property
+    def config(self) -> PluginConfig:
+        return self._config
+
+    # -- reload and shutdown -----------------------------------------------------------
+
+    def reload(self, timeout: float | None = None) -> None:
+        """Swap in a fresh instance built from the source as it is on disk now.
+
+        New calls go to the new instance as soon as it is ACTIVE; calls in flight finish on
+        the old one, which is then stopped. If the new instance cannot start, the old one
+        keeps serving and ``InitializationFailed`` is raised.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._swap_lock:
+            if self._closed:
+                raise InvalidState("cannot reload a plugin handle that was shut down")
+            fresh = self._factory(deadline)
+            fresh.set_log_level(self._sink.level)
+            old, self._transport = self._transport, fresh
+            stop_within = self._config.shutdown_timeout
+            if deadline is not None:
+                stop_within = max(0.0, min(stop_within, deadline - time.monotonic()))
+            try:
+                old.shutdown(stop_within)
+            except PluginError as exc:
+                self._host_log.emit(
+                    LogLevel.WARN,
+                    "plugbridge",
+                    f"reload of {self.metadata.name!r} stands, but the previous instance "
+                    f"failed to stop: {exc.message}",
+                )
+
+    def shutdown(self, timeout: float | None = None) -> None:
+        """Stop the plugin within ``timeout`` (default: the config's); idempotent."""
+        with self._swap_lock:
+            if self._closed:
+                return
+            self._closed = True
+            try:
+                self._transport.shutdown(
+                    self._config.shutdown_timeout if timeout is None else timeout
+                )
+            finally:
+                self._host_log.close()
+                self._sink.close()
+
+    def close(self) -> None:
+        self.shutdown()
+
+    def __enter__(self) -> PluginHandle:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.shutdown()
+
+    def __repr__(self) -> str:
+        meta = self.metadata
+        return f"<PluginHandle {meta.name!r} {meta.version} {self.state.name} from {self._source!r}>"

@@ -1,0 +1,56 @@
+"""``load()``: turn a source into a running plugin behind a ``PluginHandle``."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from ._config import PluginConfig
+from ._errors import ConfigError
+from ._handle import PluginHandle
+from ._logsink import LogCallback, LogSink
+from ._sources import NativeSource, PythonSource, Source, resolve_source
+from ._transport import Transport, TransportFactory
+
+Isolation = Literal["inprocess", "process"]
+ISOLATIONS: tuple[str, ...] = ("inprocess", "process")
+
+
+def load(
+    source: str | os.PathLike[str],
+    *,
+    config: PluginConfig | Mapping[str, Any] | None = None,
+    log_callback: LogCallback | None = None,
+    isolation: Isolation = "inprocess",
+) -> PluginHandle:
+    """Load a plugin and return its ACTIVE handle (or raise, leaving nothing behind).
+
+    ``source``: a ``.py`` file, a package directory, ``"pkg.module[:Class]"``, or a shared
+    library exporting the rustbridge C ABI. ``isolation``: ``"inprocess"`` or ``"process"``.
+    """
+    cfg = PluginConfig.coerce(config)
+    if isolation not in ISOLATIONS:
+        raise ConfigError(f"isolation must be one of {', '.join(ISOLATIONS)}, not {isolation!r}")
+    resolved = resolve_source(source)
+    sink = LogSink(log_callback, cfg.log_level)
+    factory = _factory(resolved, cfg, sink, isolation)
+    return PluginHandle(factory, cfg, sink, os.fspath(source))
+
+
+def _factory(source: Source, config: PluginConfig, sink: LogSink, isolation: str) -> TransportFactory:
+    def start(deadline: float | None) -> Transport:
+        if isolation == "process":
+            from ._worker.host import WorkerTransport
+
+            return WorkerTransport.start(source, config, sink, deadline)
+        if isinstance(source, NativeSource):
+            from ._native import NativeTransport
+
+            return NativeTransport.start(source, config, sink, deadline)
+        assert isinstance(source, PythonSource)
+        from ._inprocess import InProcessTransport
+
+        return InProcessTransport.start(source, config, sink, deadline)
+
+    return start

@@ -1,0 +1,103 @@
+"""An asyncio event loop running on a thread of its own, one per plugin instance."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextvars
+import threading
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+class LoopThread:
+    """Owns a loop, the thread running it and the loop's default executor (``to_thread``)."""
+
+    def __init__(self, name: str, context: contextvars.Context, executor_threads: int) -> None:
+        self.context = context
+        self.loop = asyncio.new_event_loop()
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            executor_threads, thread_name_prefix=f"{name}-to_thread"
+        )
+        self.loop.set_default_executor(self._executor)
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._ready = threading.Event()
+        self._thread.start()
+        self._ready.wait()
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.call_soon(self._ready.set)
+        try:
+            self.loop.run_forever()
+        finally:
+            try:
+                self.loop.run_until_complete(self.loop.shutdown_asyncgens())
+            except Exception:
+                pass
+            asyncio.set_event_loop(None)
+
+    def call_soon(self, callback: Callable[..., object], *args: Any) -> None:
+        """Schedule ``callback`` on the loop, inside the instance's context."""
+        self.loop.call_soon_threadsafe(callback, *args, context=self.context)
+
+    def run(self, coro: Coroutine[Any, Any, T], deadline: float | None) -> T:
+        """Run ``coro`` on the loop in the instance's context; TimeoutError past ``deadline``."""
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+
+        def start() -> None:
+            task = self.loop.create_task(coro)
+            future.task = task  # type: ignore[attr-defined]
+            task.add_done_callback(lambda t: _copy_outcome(t, future))
+
+        self.call_soon(start)
+        timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+        try:
+            return future.result(timeout)
+        except concurrent.futures.TimeoutError:
+            task = getattr(future, "task", None)
+            if task is not None:
+                self.loop.call_soon_threadsafe(task.cancel)
+            raise TimeoutError from None
+
+    def stop(self, deadline: float) -> bool:
+        """Cancel every task, stop the loop and join its threads by ``deadline``.
+
+        Returns False when something could not be stopped in time; its thread is then
+        abandoned (daemon), never waited for.
+        """
+        if self._thread.is_alive():
+            try:
+                self.call_soon(lambda: self.loop.create_task(self._cancel_all_and_stop(deadline)))
+            except RuntimeError:
+                pass
+            self._thread.join(max(0.0, deadline - time.monotonic()))
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        stopped = not self._thread.is_alive()
+        if stopped:
+            self.loop.close()
+        for worker in list(getattr(self._executor, "_threads", ())):
+            worker.join(max(0.0, deadline - time.monotonic()))
+            stopped = stopped and not worker.is_alive()
+        return stopped
+
+    async def _cancel_all_and_stop(self, deadline: float) -> None:
+        me = asyncio.current_task()
+        tasks = [t for t in asyncio.all_tasks(self.loop) if t is not me]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=max(0.0, deadline - time.monotonic()))
+        self.loop.stop()
+
+
+def _copy_outcome(task: asyncio.Task[T], future: concurrent.futures.Future[T]) -> None:
+    if task.cancelled():
+        future.cancel()
+    elif (exc := task.exception()) is not None:
+        future.set_exception(exc)
+    else:
+        future.set_result(task.result())

@@ -1,0 +1,175 @@
+"""Each plugin instance's own module namespace, loaded fresh from disk and removed on unload.
+
+A Python plugin ``hello_plugin.py`` is imported as ``_plugbridge_<n>.hello_plugin``, where
+``_plugbridge_<n>`` is a synthetic package private to one instance. Its helper modules and
+relative imports resolve inside that package, so two instances never share module globals.
+Source is always compiled from the file as it is now: never from cached bytecode, whose
+mtime+size check misses an edit made within the same second that keeps the size.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.abc
+import importlib.machinery
+import importlib.util
+import itertools
+import sys
+import threading
+import types
+from collections.abc import Sequence
+from pathlib import Path
+
+from ._errors import InitializationFailed, describe_exception
+from ._plugin import Plugin
+from ._sources import PythonSource
+
+NAMESPACE_PREFIX = "_plugbridge_"
+_numbers = itertools.count(1)
+
+
+class _FreshSourceLoader(importlib.machinery.SourceFileLoader):
+    """Compiles from the source file every time; never reads or writes bytecode."""
+
+    def get_code(self, fullname: str) -> types.CodeType:
+        source = self.get_data(self.path)
+        return compile(source, self.path, "exec", dont_inherit=True)
+
+
+class _NamespaceFinder(importlib.abc.MetaPathFinder):
+    """Finds submodules of live plugin namespaces; installed only while one exists."""
+
+    def __init__(self) -> None:
+        self.namespaces: set[str] = set()
+        self.lock = threading.Lock()
+
+    def find_spec(
+        self,
+        fullname: str,
+        path: Sequence[str] | None,
+        target: types.ModuleType | None = None,
+    ) -> importlib.machinery.ModuleSpec | None:
+        if not fullname.startswith(NAMESPACE_PREFIX):
+            return None
+        if fullname.partition(".")[0] not in self.namespaces or path is None:
+            return None
+        leaf = fullname.rpartition(".")[2]
+        for entry in path:
+            package_init = Path(entry, leaf, "__init__.py")
+            if package_init.is_file():
+                return _spec(fullname, package_init, package=True)
+            module_file = Path(entry, leaf + ".py")
+            if module_file.is_file():
+                return _spec(fullname, module_file, package=False)
+        return None
+
+    def register(self, namespace: str) -> None:
+        with self.lock:
+            if not self.namespaces:
+                sys.meta_path.insert(0, self)
+            self.namespaces.add(namespace)
+
+    def unregister(self, namespace: str) -> None:
+        with self.lock:
+            self.namespaces.discard(namespace)
+            if not self.namespaces and self in sys.meta_path:
+                sys.meta_path.remove(self)
+
+
+def _spec(fullname: str, file: Path, *, package: bool) -> importlib.machinery.ModuleSpec:
+    spec = importlib.util.spec_from_file_location(
+        fullname,
+        file,
+        loader=_FreshSourceLoader(fullname, str(file)),
+        submodule_search_locations=[str(file.parent)] if package else None,
+    )
+    assert spec is not None
+    return spec
+
+
+_FINDER = _NamespaceFinder()
+
+
+class PluginNamespace:
+    """One instance's private copy of a plugin's modules."""
+
+    def __init__(self, source: PythonSource) -> None:
+        self.source = source
+        self.name = f"{NAMESPACE_PREFIX}{next(_numbers)}"
+        self.module: types.ModuleType | None = None
+
+    def strip(self, qualified: str) -> str:
+        """``_plugbridge_3.pkg.helpers`` -> ``pkg.helpers`` (the name the author wrote)."""
+        if qualified.startswith(self.name):
+            return qualified[len(self.name) + 1 :]
+        return qualified
+
+    def load(self) -> type[Plugin]:
+        """Import the plugin module fresh and find its plugin class."""
+        root = types.ModuleType(self.name, "plugbridge instance namespace")
+        root.__path__ = [str(self.source.search_dir)]
+        root.__package__ = self.name
+        sys.modules[self.name] = root
+        _FINDER.register(self.name)
+        try:
+            self.module = importlib.import_module(f"{self.name}.{self.source.module}")
+        except BaseException as exc:
+            self.unload()
+            raise InitializationFailed(
+                f"cannot import plugin {self.source.module!r} from {self.source.search_dir}: "
+                f"{describe_exception(exc)}"
+            ) from None
+        try:
+            return self._plugin_class(self.module)
+        except InitializationFailed:
+            self.unload()
+            raise
+
+    def unload(self) -> None:
+        """Remove every module of this namespace from ``sys.modules``."""
+        _FINDER.unregister(self.name)
+        dotted = self.name + "."
+        for key in [k for k in list(sys.modules) if k == self.name or k.startswith(dotted)]:
+            sys.modules.pop(key, None)
+        importlib.invalidate_caches()
+        self.module = None
+
+    def _plugin_class(self, module: types.ModuleType) -> type[Plugin]:
+        label = self.source.module
+        if self.source.class_name is not None:
+            found = getattr(module, self.source.class_name, None)
+            if not (isinstance(found, type) and issubclass(found, Plugin)):
+                raise InitializationFailed(
+                    f"{label}:{self.source.class_name} is not a plugbridge.Plugin subclass"
+                )
+            return found
+        if hasattr(module, "plugin"):
+            found = module.plugin
+            if isinstance(found, type) and issubclass(found, Plugin) and found is not Plugin:
+                return found
+            raise InitializationFailed(
+                f"{label}.plugin must be a plugbridge.Plugin subclass, not {found!r}"
+            )
+        candidates = _plugin_classes(module, exact=True) or _plugin_classes(module, exact=False)
+        if len(candidates) == 1:
+            return candidates[0]
+        if not candidates:
+            raise InitializationFailed(f"no plugbridge.Plugin subclass found in {label}")
+        names = ", ".join(sorted(c.__name__ for c in candidates))
+        raise InitializationFailed(
+            f"{label} defines several Plugin subclasses ({names}); set a module attribute"
+            f" 'plugin' or load '{label}:ClassName'"
+        )
+
+
+def _plugin_classes(module: types.ModuleType, *, exact: bool) -> list[type[Plugin]]:
+    """Plugin subclasses in ``module``: defined in it, or (``exact=False``) in its package."""
+    own = module.__name__
+    found: list[type[Plugin]] = []
+    for value in vars(module).values():
+        if not (isinstance(value, type) and issubclass(value, Plugin) and value is not Plugin):
+            continue
+        where = value.__module__
+        if where == own or (not exact and where.startswith(own + ".")):
+            found.append(value)
+    return list(dict.fromkeys(found))

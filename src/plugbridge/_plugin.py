@@ -1,0 +1,72 @@
+"""The authoring API: ``Plugin``, ``@handler`` and ``PluginContext``."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+
+from ._lifecycle import Lifecycle, LifecycleState
+
+if TYPE_CHECKING:
+    from ._config import PluginConfig
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+HANDLER_TAG_ATTR = "__plugbridge_type_tag__"
+
+
+def handler(type_tag: str) -> Callable[[F], F]:
+    """Mark a plugin method as the handler of ``type_tag``.
+
+    The method is called as ``method(self, ctx, request)``; it may be ``async def`` or plain
+    ``def``. The request parameter's annotation (a msgspec Struct, a dataclass, a TypedDict,
+    ``dict`` or none) says how the JSON payload is validated.
+    """
+    if not isinstance(type_tag, str) or not type_tag:
+        raise TypeError("handler() needs a non-empty type tag string")
+
+    def mark(fn: F) -> F:
+        setattr(fn, HANDLER_TAG_ATTR, type_tag)
+        return fn
+
+    return mark
+
+
+@dataclass(eq=False)
+class PluginContext:
+    """What a plugin instance sees of its host: config, settings, logger and state."""
+
+    config: PluginConfig
+    logger: logging.Logger
+    _lifecycle: Lifecycle = field(repr=False)
+
+    @property
+    def data(self) -> dict[str, Any]:
+        return self.config.data
+
+    @property
+    def state(self) -> LifecycleState:
+        return self._lifecycle.state
+
+
+class Plugin:
+    """Base class of Python plugins. Subclass it, set ``name``/``version``, add handlers."""
+
+    name: ClassVar[str] = ""
+    version: ClassVar[str] = "0.0.0"
+
+    async def on_start(self, ctx: PluginContext) -> None:
+        """Called once before the first request; raising fails the load."""
+
+    async def on_stop(self, ctx: PluginContext) -> None:
+        """Called once at shutdown after calls in flight have finished."""
+
+    async def handle_request(self, ctx: PluginContext, type_tag: str, payload: bytes) -> bytes:
+        """Raw dispatch: override to receive every request as JSON bytes.
+
+        Only consulted when a plugin overrides it; the default dispatches to ``@handler``
+        methods and is never called.
+        """
+        raise NotImplementedError

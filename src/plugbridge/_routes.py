@@ -1,0 +1,179 @@
+"""Routes: how a type tag reaches plugin code, with msgspec validation on the way in and out."""
+
+from __future__ import annotations
+
+import inspect
+import typing
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+
+from ._errors import InitializationFailed, SerializationError
+from ._plugin import HANDLER_TAG_ATTR, Plugin, PluginContext
+
+_JSON_ENCODER = msgspec.json.Encoder()
+_JSON_DECODER = msgspec.json.Decoder()
+_RAW_ROUTE_CACHE = 1024
+_PLAIN = frozenset({dict, list, str, int, float, bool, type(None)})
+
+
+def to_builtins(value: Any) -> Any:
+    """A value as JSON builtins; ``SerializationError`` if it has no JSON form."""
+    try:
+        return msgspec.to_builtins(value, str_keys=True)
+    except (TypeError, msgspec.EncodeError) as exc:
+        raise SerializationError(f"value is not JSON-serializable: {exc}") from None
+
+
+def encode_json(value: Any) -> bytes:
+    try:
+        return _JSON_ENCODER.encode(value)
+    except (TypeError, msgspec.EncodeError) as exc:
+        raise SerializationError(f"value is not JSON-serializable: {exc}") from None
+
+
+def decode_json(payload: bytes | str) -> Any:
+    try:
+        return _JSON_DECODER.decode(payload)
+    except msgspec.DecodeError as exc:
+        raise SerializationError(f"not valid JSON: {exc}") from None
+
+
+class Route:
+    """A type tag bound to a ``@handler`` method, validating against its annotation."""
+
+    __slots__ = ("_decoder", "is_async", "method", "request_type", "type_tag")
+
+    def __init__(self, type_tag: str, method: Callable[..., Any], request_type: Any) -> None:
+        self.type_tag = type_tag
+        self.method = method
+        self.is_async = inspect.iscoroutinefunction(method)
+        self.request_type = request_type
+        try:
+            self._decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(request_type)
+        except TypeError as exc:
+            raise InitializationFailed(
+                f"handler {type_tag!r}: request annotation {request_type!r} is not supported: {exc}"
+            ) from None
+
+    def request_from_json(self, payload: bytes) -> Any:
+        try:
+            return self._decoder.decode(payload)
+        except msgspec.ValidationError as exc:
+            raise SerializationError(f"invalid request for {self.type_tag!r}: {exc}") from None
+        except msgspec.DecodeError as exc:
+            raise SerializationError(
+                f"request for {self.type_tag!r} is not valid JSON: {exc}"
+            ) from None
+
+    def request_from_object(self, request: Any) -> Any:
+        """Validate a Python request exactly as if it had crossed the wire as JSON."""
+        if type(request) not in _PLAIN:
+            request = to_builtins(request)
+        if self.request_type is Any:
+            return request
+        try:
+            return msgspec.convert(request, self.request_type, str_keys=True)
+        except msgspec.ValidationError as exc:
+            raise SerializationError(f"invalid request for {self.type_tag!r}: {exc}") from None
+
+    def response_to_object(self, result: Any) -> Any:
+        return to_builtins(result)
+
+    def response_to_json(self, result: Any) -> bytes:
+        return encode_json(result)
+
+
+class RawRoute(Route):
+    """A type tag sent to a plugin's own ``handle_request(ctx, type_tag, payload)``."""
+
+    __slots__ = ()
+
+    def __init__(self, type_tag: str, plugin: Plugin) -> None:
+        raw = plugin.handle_request
+        if inspect.iscoroutinefunction(raw):
+
+            async def call_async(ctx: PluginContext, payload: bytes) -> Any:
+                return await raw(ctx, type_tag, payload)
+
+            super().__init__(type_tag, call_async, bytes)
+        else:
+
+            def call_sync(ctx: PluginContext, payload: bytes) -> Any:
+                return raw(ctx, type_tag, payload)
+
+            super().__init__(type_tag, call_sync, bytes)
+
+    def request_from_json(self, payload: bytes) -> Any:
+        return bytes(payload)
+
+    def request_from_object(self, request: Any) -> Any:
+        return encode_json(request)
+
+    def response_to_object(self, result: Any) -> Any:
+        return decode_json(_response_bytes(self.type_tag, result))
+
+    def response_to_json(self, result: Any) -> bytes:
+        data = _response_bytes(self.type_tag, result)
+        decode_json(data)  # a response must be valid JSON whichever way it is read
+        return data
+
+
+def _response_bytes(type_tag: str, result: Any) -> bytes:
+    if isinstance(result, bytes | bytearray | memoryview):
+        return bytes(result)
+    if isinstance(result, str):
+        return result.encode()
+    raise SerializationError(
+        f"handle_request for {type_tag!r} must return JSON bytes, not {type(result).__name__}"
+    )
+
+
+class RouteTable:
+    """All routes of one plugin instance."""
+
+    def __init__(self, plugin: Plugin) -> None:
+        self._plugin = plugin
+        self.raw = type(plugin).handle_request is not Plugin.handle_request
+        self.routes: dict[str, Route] = {}
+        for klass in reversed(type(plugin).__mro__):
+            for attr, value in vars(klass).items():
+                tag = getattr(value, HANDLER_TAG_ATTR, None)
+                if isinstance(tag, str):
+                    method = getattr(plugin, attr)
+                    self.routes[tag] = Route(tag, method, _request_annotation(method, tag))
+        self._handler_tags = tuple(self.routes)
+
+    @property
+    def type_tags(self) -> tuple[str, ...]:
+        declared = getattr(type(self._plugin), "type_tags", ())
+        return tuple(dict.fromkeys([*self._handler_tags, *declared]))
+
+    def get(self, type_tag: str) -> Route | None:
+        route = self.routes.get(type_tag)
+        if route is None and self.raw and isinstance(type_tag, str):
+            route = RawRoute(type_tag, self._plugin)
+            if len(self.routes) < _RAW_ROUTE_CACHE:
+                self.routes[type_tag] = route
+        return route
+
+    def clear(self) -> None:
+        self.routes.clear()
+        self._plugin = None  # type: ignore[assignment]
+
+
+def _request_annotation(method: Callable[..., Any], tag: str) -> Any:
+    params = list(inspect.signature(method).parameters.values())
+    if len(params) != 2:
+        raise InitializationFailed(
+            f"handler {tag!r} must take (self, ctx, request); it takes {len(params) + 1} parameters"
+        )
+    request_param = params[1]
+    if request_param.annotation is inspect.Parameter.empty:
+        return Any
+    try:
+        hints = typing.get_type_hints(method)
+    except Exception as exc:
+        raise InitializationFailed(f"handler {tag!r}: cannot resolve annotations: {exc}") from None
+    return hints.get(request_param.name, Any)

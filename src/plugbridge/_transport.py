@@ -1,0 +1,82 @@
+"""The boundary between a handle and the place its plugin instance runs.
+
+A ``PluginHandle`` owns what must outlive one instance: the concurrency limit, the log
+sink and level, and the current transport, which it swaps on reload. A ``Transport`` is one
+running instance: in this process (Python), in a worker process, or a native library. Every
+transport takes the same calls and raises the same ``PluginError`` classes, so the handle
+never knows which one it holds.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ._levels import LogLevel
+from ._lifecycle import LifecycleState
+
+Release = Callable[[], None]
+"""Called exactly once per call when the plugin's work for it has really ended."""
+
+
+@dataclass(frozen=True, slots=True)
+class PluginMetadata:
+    """What a plugin says about itself."""
+
+    name: str
+    version: str
+    type_tags: tuple[str, ...]
+
+
+class Transport(ABC):
+    """One running plugin instance, wherever it runs.
+
+    Contract for implementers:
+    - ``call``/``call_json``/``acall`` call ``release`` exactly once, when the plugin's work
+      for that call has finished (after a timeout too: the slot stays taken until then),
+      including when they raise before starting.
+    - They raise ``InvalidState`` without side effects when the instance no longer accepts
+      calls; the handle then retries on the instance that replaced it, if any.
+    - ``shutdown`` is idempotent and returns within ``timeout`` seconds; the instance's
+      ``InstanceLog`` is closed when it returns.
+    """
+
+    metadata: PluginMetadata
+
+    @property
+    @abstractmethod
+    def state(self) -> LifecycleState: ...
+
+    @property
+    def rejected_count(self) -> int:
+        """Refusals counted inside the plugin itself (native libraries keep their own)."""
+        return 0
+
+    @abstractmethod
+    def call(self, type_tag: str, request: Any, timeout: float | None, release: Release) -> Any:
+        """Request as a Python value; returns JSON builtins."""
+
+    @abstractmethod
+    def call_json(
+        self, type_tag: str, payload: bytes, timeout: float | None, release: Release
+    ) -> bytes:
+        """Request and response as JSON bytes."""
+
+    @abstractmethod
+    async def acall(
+        self, type_tag: str, request: Any, timeout: float | None, release: Release
+    ) -> Any:
+        """``call`` for asyncio callers; never blocks the caller's loop."""
+
+    @abstractmethod
+    def set_log_level(self, level: LogLevel) -> None: ...
+
+    @abstractmethod
+    def shutdown(self, timeout: float) -> None:
+        """Stop the instance within ``timeout`` seconds; ``ShutdownFailed`` if it cannot."""
+
+
+TransportFactory = Callable[[float | None], Transport]
+"""Starts a fresh instance (``deadline``: monotonic time by which it must be ACTIVE)."""
