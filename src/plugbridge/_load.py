@@ -38,19 +38,28 @@ def load(
     return PluginHandle(factory, cfg, sink, os.fspath(source))
 
 
-def _factory(source: Source, config: PluginConfig, sink: LogSink, isolation: str) -> TransportFactory:
+def _factory(
+    source: Source, config: PluginConfig, sink: LogSink, isolation: str
+) -> TransportFactory:
     def start(deadline: float | None) -> Transport:
         if isolation == "process":
             from ._worker.host import WorkerTransport
 
             return WorkerTransport.start(source, config, sink, deadline)
-        if isinstance(source, NativeSource):
-            from ._native import NativeTransport
-
-            return NativeTransport.start(source, config, sink, deadline)
-        assert isinstance(source, PythonSource)
-        from ._inprocess import InProcessTransport
-
-        return InProcessTransport.start(source, config, sink, deadline)
+        return start_local(source, config, sink, deadline)
 
     return start
+
+
+def start_local(
+    source: Source, config: PluginConfig, sink: LogSink, deadline: float | None
+) -> Transport:
+    """Start an instance in this process (the host's, or a worker's)."""
+    if isinstance(source, NativeSource):
+        from ._native.transport import NativeTransport
+
+        return NativeTransport.start(source, config, sink, deadline)
+    assert isinstance(source, PythonSource)
+    from ._inprocess import InProcessTransport
+
+    return InProcessTransport.start(source, config, sink, deadline)
