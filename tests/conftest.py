@@ -28,3 +28,45 @@ def write_plugin(tmp_path: Path) -> Callable[..., Path]:
         return path
 
     return write
+
+
+HELLO = Path(__file__).resolve().parent.parent / "examples" / "hello" / "hello_plugin.py"
+
+
+class LogCapture:
+    """A log callback that records (level, target, message) triples, thread-safely."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.records: list[tuple[object, str, str]] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, level: object, target: str, message: str) -> None:
+        with self._lock:
+            self.records.append((level, target, message))
+
+    def messages(self) -> list[str]:
+        with self._lock:
+            return [m for _, _, m in self.records]
+
+    def targets(self) -> list[str]:
+        with self._lock:
+            return [t for _, t, _ in self.records]
+
+
+@pytest.fixture
+def capture() -> LogCapture:
+    return LogCapture()
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
+    """Poll ``predicate`` until true or ``timeout``; return its last value."""
+    import time
+
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return predicate()

@@ -77,7 +77,7 @@ class LoopCompletion(Completion):
         self.future: asyncio.Future[None] = loop.create_future()
 
     def _wake(self) -> None:
-        try:
+        try:  # noqa: SIM105 (hot path: suppress() costs a context manager per call)
             self.loop.call_soon_threadsafe(_set_done, self.future)
         except RuntimeError:
             pass  # the caller's loop is closed: nobody is waiting any more

@@ -182,4 +182,6 @@ class PluginHandle:
 
     def __repr__(self) -> str:
         meta = self.metadata
-        return f"<PluginHandle {meta.name!r} {meta.version} {self.state.name} from {self._source!r}>"
+        return (
+            f"<PluginHandle {meta.name!r} {meta.version} {self.state.name} from {self._source!r}>"
+        )

@@ -194,7 +194,9 @@ class InProcessTransport(Transport):
             leftovers.append("a sync handler thread still running was abandoned")
         if leftovers:
             self._router.log.emit(
-                LogLevel.WARN, "plugbridge", f"plugin {self.metadata.name!r}: {'; '.join(leftovers)}"
+                LogLevel.WARN,
+                "plugbridge",
+                f"plugin {self.metadata.name!r}: {'; '.join(leftovers)}",
             )
         self._router.close()
         self._namespace.unload()

@@ -8,6 +8,7 @@ again.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import logging
 import threading
@@ -44,7 +45,9 @@ class LogSink:
 
     def name_plugin(self, name: str) -> None:
         """Records without a callback go to ``plugbridge.plugin.<name>``."""
-        self._fallback = logging.getLogger(f"plugbridge.plugin.{name}" if name else "plugbridge.plugin")
+        self._fallback = logging.getLogger(
+            f"plugbridge.plugin.{name}" if name else "plugbridge.plugin"
+        )
 
     def instance_log(self) -> InstanceLog:
         return InstanceLog(self)
@@ -70,10 +73,8 @@ class LogSink:
         if self._callback_failed:
             return
         self._callback_failed = True  # once per handle: a broken callback must not flood
-        try:
+        with contextlib.suppress(Exception):
             _internal_log.error("plugbridge log callback raised (reported once): %r", exc)
-        except Exception:
-            pass
 
     def close(self) -> None:
         """No record reaches the callback after this returns (waits ~1 s for a running one)."""

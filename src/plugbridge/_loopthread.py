@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import contextvars
 import threading
 import time
@@ -34,10 +35,8 @@ class LoopThread:
         try:
             self.loop.run_forever()
         finally:
-            try:
+            with contextlib.suppress(Exception):
                 self.loop.run_until_complete(self.loop.shutdown_asyncgens())
-            except Exception:
-                pass
             asyncio.set_event_loop(None)
 
     def call_soon(self, callback: Callable[..., object], *args: Any) -> None:
@@ -70,10 +69,8 @@ class LoopThread:
         abandoned (daemon), never waited for.
         """
         if self._thread.is_alive():
-            try:
+            with contextlib.suppress(RuntimeError):
                 self.call_soon(lambda: self.loop.create_task(self._cancel_all_and_stop(deadline)))
-            except RuntimeError:
-                pass
             self._thread.join(max(0.0, deadline - time.monotonic()))
         self._executor.shutdown(wait=False, cancel_futures=True)
         stopped = not self._thread.is_alive()
