@@ -1,0 +1,5 @@
+"""``python -m plugbridge``: the same as the ``plugbridge`` command."""
+
+from ._cli import main
+
+raise SystemExit(main())
