@@ -72,7 +72,10 @@ def test_on_start_failure_leaves_nothing(write_plugin: Callable[..., Path], isol
 @pytest.mark.parametrize(
     ("body", "expected"),
     [
-        ("import not_a_real_module_xyz\nfrom plugbridge import Plugin\nclass P(Plugin): pass", "not_a_real_module_xyz"),
+        (
+            "import not_a_real_module_xyz\nfrom plugbridge import Plugin\nclass P(Plugin): pass",
+            "not_a_real_module_xyz",
+        ),
         ("x = 1", "no plugbridge.Plugin subclass"),
         (
             "from plugbridge import Plugin\nclass A(Plugin): pass\nclass B(Plugin): pass",

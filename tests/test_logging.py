@@ -151,7 +151,12 @@ def test_two_instances_have_their_own_level_and_callback(
         a.set_log_level("error")
         a.call("log", "a-again")
         b.call("log", "b-again")
-        assert first.messages()[-4:] == ["info from-a", "warn from-a", "error from-a", "error a-again"]
+        assert first.messages()[-4:] == [
+            "info from-a",
+            "warn from-a",
+            "error from-a",
+            "error a-again",
+        ]
         assert not any("from-b" in m or "b-again" in m for m in first.messages())
         assert not any("from-a" in m or "a-again" in m for m in second.messages())
         assert [m for m in second.messages() if m.endswith("b-again")] == [
@@ -177,7 +182,11 @@ def test_third_party_records_are_attributed_to_the_running_instance(
     b = plugbridge.load(chatty_source, log_callback=second, isolation=isolation)
     try:
         with ThreadPoolExecutor(8) as pool:
-            jobs = [pool.submit(h.call, "third", f"{n}-{i}") for i in range(50) for n, h in (("a", a), ("b", b))]
+            jobs = [
+                pool.submit(h.call, "third", f"{n}-{i}")
+                for i in range(50)
+                for n, h in (("a", a), ("b", b))
+            ]
             jobs += [pool.submit(h.call, "athird", f"{n}-async") for n, h in (("a", a), ("b", b))]
             for job in jobs:
                 job.result()
@@ -216,7 +225,9 @@ def test_default_sink_is_stdlib_logger(chatty_source: Path, isolation: str) -> N
     sink_logger.addHandler(handler)
     sink_logger.setLevel(1)
     try:
-        with plugbridge.load(chatty_source, config={"log_level": "debug"}, isolation=isolation) as p:
+        with plugbridge.load(
+            chatty_source, config={"log_level": "debug"}, isolation=isolation
+        ) as p:
             p.call("log", "default")
     finally:
         sink_logger.removeHandler(handler)
@@ -305,7 +316,10 @@ def test_callback_is_called_from_many_threads_serially(chatty_source: Path) -> N
         with lock:
             inside -= 1
 
-    with plugbridge.load(chatty_source, log_callback=callback) as plugin, ThreadPoolExecutor(8) as pool:
+    with (
+        plugbridge.load(chatty_source, log_callback=callback) as plugin,
+        ThreadPoolExecutor(8) as pool,
+    ):
         list(pool.map(lambda i: plugin.call("log", str(i)), range(200)))
     assert overlaps == 0
 

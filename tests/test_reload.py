@@ -222,7 +222,9 @@ def make_package(root: Path, value: int) -> Path:
     (pkg / "__init__.py").write_text(textwrap.dedent(PACKAGE_INIT))
     (pkg / "helpers.py").write_text(textwrap.dedent(HELPERS.format(v=value)))
     (pkg / "sub" / "__init__.py").write_text("")
-    (pkg / "sub" / "deep.py").write_text("from .. import helpers\ndef depth():\n    return helpers.VALUE * 10\n")
+    (pkg / "sub" / "deep.py").write_text(
+        "from .. import helpers\ndef depth():\n    return helpers.VALUE * 10\n"
+    )
     return pkg
 
 
@@ -237,7 +239,9 @@ def test_package_plugin_with_helpers(tmp_path: Path, isolation: str) -> None:
         assert plugin.call("info") == {"helper": 2, "depth": 20, "pkg": "pkgplug"}
 
 
-def test_importable_module_sources(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, isolation: str) -> None:
+def test_importable_module_sources(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, isolation: str
+) -> None:
     make_package(tmp_path, 3)
     (tmp_path / "pkgplug" / "extra.py").write_text(
         "from plugbridge import Plugin, handler\n"
@@ -262,7 +266,10 @@ def test_two_instances_do_not_share_module_globals(
     write_plugin: Callable[..., Path], isolation: str
 ) -> None:
     path = write_plugin(VERSIONED.format(v=1))
-    with plugbridge.load(path, isolation=isolation) as a, plugbridge.load(path, isolation=isolation) as b:
+    with (
+        plugbridge.load(path, isolation=isolation) as a,
+        plugbridge.load(path, isolation=isolation) as b,
+    ):
         assert [a.call("version")["calls"] for _ in range(3)] == [1, 2, 3]
         assert b.call("version")["calls"] == 1
         b.shutdown()
