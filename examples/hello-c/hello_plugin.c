@@ -1,0 +1,465 @@
+/*
+ * hello_plugin.c - the hello plugin in C, over the rustbridge C ABI (include/plugbridge_abi.h).
+ *
+ * Same message types as examples/hello/hello_plugin.py: echo, greet, user.create, math.add,
+ * test.sleep, bench.small, bench.medium, bench.large.
+ *
+ * Like a rustbridge library, it keeps ONE process-global log callback, log level and
+ * lifecycle state: a second plugin_init in the same mapping of the library takes them
+ * over. plugbridge gives every instance its own private copy of the library, so two
+ * instances never share these globals.
+ *
+ * Build: see Makefile (`make`), or
+ *   cc -shared -fPIC -O2 -I../../include -o libhello_c.so hello_plugin.c json_lite.c -lpthread
+ * Add -DHELLO_C_TEST_HOOKS for the extra failure-injection hooks the test suite uses.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include "plugbridge_abi.h"
+
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "json_lite.h"
+
+#define LOG_TARGET "hello_c"
+#define ERR_LEN 256
+
+/* ---- process-global state (one set per mapping of the library) -------------------- */
+
+static _Atomic(LogCallback) g_callback;
+static atomic_int g_level = PLUGBRIDGE_LOG_INFO;
+static atomic_int g_state = PLUGBRIDGE_STATE_INSTALLED;
+static atomic_long g_active;
+static atomic_ullong g_rejected;
+static atomic_ullong g_next_user;
+static long g_max_ops = 1000;
+static long g_shutdown_sleep_ms; /* test hook: a shutdown that hangs */
+static int g_plugin;             /* its address is the plugin pointer and the handle */
+
+static const char *const LEVEL_NAMES[] = {"trace", "debug", "info", "warn", "error", "off"};
+
+static void log_record(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void log_record(int level, const char *fmt, ...) {
+    LogCallback cb = atomic_load(&g_callback);
+    if (cb == NULL || level < atomic_load(&g_level)) return;
+    char msg[1024];
+    va_list args;
+    va_start(args, fmt);
+    int n = vsnprintf(msg, sizeof msg, fmt, args);
+    va_end(args);
+    if (n < 0) return;
+    if ((size_t)n >= sizeof msg) n = sizeof msg - 1;
+    cb((uint8_t)level, LOG_TARGET, (const uint8_t *)msg, (size_t)n);
+}
+
+static void sleep_ms(long ms) {
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0) {
+    }
+}
+
+/* ---- responses ------------------------------------------------------------------- */
+
+static FfiBuffer take_buffer(sbuf *b, uint32_t code) {
+    FfiBuffer out = {(uint8_t *)b->data, b->len, b->cap, code};
+    return out;
+}
+
+static FfiBuffer bare_error(uint32_t code, const char *message) {
+    sbuf b = {0};
+    sbuf_puts(&b, message);
+    return take_buffer(&b, code);
+}
+
+static FfiBuffer error_envelope(uint32_t code, const char *message) {
+    sbuf b = {0};
+    sbuf_printf(&b, "{\"status\":\"error\",\"error_code\":%u,\"error_message\":", code);
+    sbuf_json_string(&b, message, strlen(message));
+    sbuf_puts(&b, "}");
+    if (b.failed) {
+        sbuf_free(&b);
+        return bare_error(code, "out of memory");
+    }
+    return take_buffer(&b, code);
+}
+
+/* ---- request fields ---------------------------------------------------------------- */
+
+/* Each reader writes a SerializationError message into err and returns false. */
+
+static bool field(jspan obj, const char *name, jspan *out, char *err) {
+    if (json_member(obj, name, out)) return true;
+    snprintf(err, ERR_LEN, "Object missing required field `%s`", name);
+    return false;
+}
+
+static bool str_field(jspan obj, const char *name, sbuf *out, char *err) {
+    jspan v;
+    if (!field(obj, name, &v, err)) return false;
+    if (json_string(v, out)) return true;
+    snprintf(err, ERR_LEN, "Expected `str`, got another type - at `$.%s`", name);
+    return false;
+}
+
+static bool int_field(jspan obj, const char *name, long long *out, char *err) {
+    jspan v;
+    if (!field(obj, name, &v, err)) return false;
+    if (json_int(v, out)) return true;
+    snprintf(err, ERR_LEN, "Expected `int`, got another type - at `$.%s`", name);
+    return false;
+}
+
+static bool bool_field(jspan obj, const char *name, bool *out, char *err) {
+    jspan v;
+    if (!field(obj, name, &v, err)) return false;
+    if (json_bool(v, out)) return true;
+    snprintf(err, ERR_LEN, "Expected `bool`, got another type - at `$.%s`", name);
+    return false;
+}
+
+static bool array_field(jspan obj, const char *name, long *len, char *err) {
+    jspan v;
+    if (!field(obj, name, &v, err)) return false;
+    if ((*len = json_array_len(v)) >= 0) return true;
+    snprintf(err, ERR_LEN, "Expected `array`, got another type - at `$.%s`", name);
+    return false;
+}
+
+/* ---- handlers ---------------------------------------------------------------------- */
+
+/* A handler writes its payload JSON into out and returns 0, or an error code with err. */
+typedef uint32_t (*handler_fn)(jspan req, sbuf *out, char *err);
+
+#define SER PLUGBRIDGE_SERIALIZATION_ERROR
+
+static uint32_t handle_echo(jspan req, sbuf *out, char *err) {
+    sbuf message = {0};
+    uint32_t code = 0;
+    if (str_field(req, "message", &message, err)) {
+        log_record(PLUGBRIDGE_LOG_DEBUG, "Handling echo request: %s", message.data);
+        sbuf_puts(out, "{\"message\":");
+        sbuf_json_string(out, message.data, message.len);
+        sbuf_printf(out, ",\"length\":%zu}", message.len);
+    } else {
+        code = SER;
+    }
+    sbuf_free(&message);
+    return code;
+}
+
+static uint32_t handle_greet(jspan req, sbuf *out, char *err) {
+    sbuf name = {0};
+    uint32_t code = 0;
+    if (str_field(req, "name", &name, err)) {
+        log_record(PLUGBRIDGE_LOG_DEBUG, "Handling greet request for %s", name.data);
+        sbuf greeting = {0};
+        sbuf_printf(&greeting, "Hello, %s! Welcome to plugbridge.", name.data);
+        sbuf_puts(out, "{\"greeting\":");
+        sbuf_json_string(out, greeting.data, greeting.len);
+        sbuf_puts(out, "}");
+        sbuf_free(&greeting);
+    } else {
+        code = SER;
+    }
+    sbuf_free(&name);
+    return code;
+}
+
+static uint32_t handle_user_create(jspan req, sbuf *out, char *err) {
+    sbuf username = {0}, email = {0};
+    uint32_t code = 0;
+    if (str_field(req, "username", &username, err) && str_field(req, "email", &email, err)) {
+        log_record(PLUGBRIDGE_LOG_INFO, "Creating user: %s (%s)", username.data, email.data);
+        unsigned long long number = atomic_fetch_add(&g_next_user, 1);
+        sbuf_printf(out, "{\"user_id\":\"user-%08llx\",\"created_at\":\"%lldZ\"}", number,
+                    (long long)time(NULL));
+    } else {
+        code = SER;
+    }
+    sbuf_free(&username);
+    sbuf_free(&email);
+    return code;
+}
+
+static uint32_t handle_math_add(jspan req, sbuf *out, char *err) {
+    long long a, b, sum;
+    if (!int_field(req, "a", &a, err) || !int_field(req, "b", &b, err)) return SER;
+    log_record(PLUGBRIDGE_LOG_DEBUG, "Adding %lld + %lld", a, b);
+    if (__builtin_add_overflow(a, b, &sum)) {
+        snprintf(err, ERR_LEN, "OverflowError: %lld + %lld does not fit in 64 bits", a, b);
+        return PLUGBRIDGE_HANDLER_ERROR;
+    }
+    sbuf_printf(out, "{\"result\":%lld}", sum);
+    return 0;
+}
+
+static uint32_t handle_sleep(jspan req, sbuf *out, char *err) {
+    long long ms;
+    if (!int_field(req, "duration_ms", &ms, err)) return SER;
+    if (ms < 0) {
+        snprintf(err, ERR_LEN, "ValueError: duration_ms must not be negative");
+        return PLUGBRIDGE_HANDLER_ERROR;
+    }
+    log_record(PLUGBRIDGE_LOG_DEBUG, "Sleeping for %lld ms", ms);
+    sleep_ms((long)ms);
+    sbuf_printf(out, "{\"slept_ms\":%lld}", ms);
+    return 0;
+}
+
+static uint32_t handle_bench_small(jspan req, sbuf *out, char *err) {
+    sbuf key = {0};
+    long long flags;
+    uint32_t code = SER;
+    if (str_field(req, "key", &key, err) && int_field(req, "flags", &flags, err)) {
+        sbuf value = {0};
+        sbuf_printf(&value, "value_for_%s", key.data);
+        sbuf_puts(out, "{\"value\":");
+        sbuf_json_string(out, value.data, value.len);
+        sbuf_printf(out, ",\"ttl_seconds\":3600,\"cache_hit\":%s}",
+                    (flags & 1) ? "true" : "false");
+        sbuf_free(&value);
+        code = 0;
+    }
+    sbuf_free(&key);
+    return code;
+}
+
+static const char *const PERMISSIONS[] = {
+    "read", "write", "delete", "admin", "users.read", "users.write", "reports.read",
+    "reports.write", "settings.read", "settings.write", "audit.read", "billing.read",
+    "billing.write", "api.access", "webhooks.manage",
+};
+
+static uint32_t handle_bench_medium(jspan req, sbuf *out, char *err) {
+    long long uid, max_results;
+    long fields;
+    bool with_meta, with_perms;
+    jspan options;
+    if (!int_field(req, "user_id", &uid, err) || !array_field(req, "include_fields", &fields, err) ||
+        !field(req, "options", &options, err))
+        return SER;
+    if (!bool_field(options, "include_metadata", &with_meta, err) ||
+        !bool_field(options, "include_permissions", &with_perms, err) ||
+        !int_field(options, "max_results", &max_results, err))
+        return SER;
+    sbuf_printf(out,
+                "{\"user_id\":%lld,\"username\":\"user_%lld\",\"email\":\"user_%lld@example.com\","
+                "\"display_name\":\"User Number %lld\",\"metadata\":[",
+                uid, uid, uid, uid);
+    for (int i = 0; with_meta && i < 10; i++)
+        sbuf_printf(out, "%s{\"key\":\"meta_key_%d\",\"value\":\"meta_value_%d_for_user_%lld\"}",
+                    i ? "," : "", i, i, uid);
+    sbuf_puts(out, "],\"permissions\":[");
+    for (size_t i = 0; with_perms && i < sizeof PERMISSIONS / sizeof *PERMISSIONS; i++)
+        sbuf_printf(out, "%s\"%s\"", i ? "," : "", PERMISSIONS[i]);
+    sbuf_puts(out, "],\"created_at\":1700000000,\"updated_at\":1705000000}");
+    return 0;
+}
+
+static uint32_t handle_bench_large(jspan req, sbuf *out, char *err) {
+    long long qid, page_size;
+    long filters;
+    if (!int_field(req, "query_id", &qid, err) || !array_field(req, "filters", &filters, err) ||
+        !int_field(req, "page_size", &page_size, err))
+        return SER;
+    long long count = page_size < 0 ? 0 : (page_size > 1000 ? 1000 : page_size);
+    sbuf_printf(out, "{\"query_id\":%lld,\"results\":[", qid);
+    for (long long i = 0; i < count; i++) {
+        sbuf_printf(out,
+                    "%s{\"id\":%lld,\"name\":\"Record %lld for query %lld\",\"description\":"
+                    "\"This is a detailed description for record %lld. It contains enough text"
+                    " to make the payload realistic. Query ID: %lld, Filters: %ld\","
+                    "\"category\":\"category_%lld\",\"tags\":[\"tag_a_%lld\",\"tag_b_%lld\","
+                    "\"tag_c_%lld\"],\"score\":",
+                    i ? "," : "", qid * 10000 + i, i, qid, i, qid, filters, i % 10, i % 5, i % 7,
+                    i % 3);
+        sbuf_double(out, (double)i * 0.1 + 0.5);
+        sbuf_printf(out,
+                    ",\"metadata\":[{\"key\":\"source\",\"value\":\"benchmark\"},"
+                    "{\"key\":\"version\",\"value\":\"1.0\"}],\"created_at\":%lld}",
+                    1700000000 + i * 1000);
+    }
+    sbuf_printf(out, "],\"total_count\":%lld,\"next_page_token\":\"token_%lld_%lld\"}",
+                count * 10, qid, count);
+    return 0;
+}
+
+#ifdef HELLO_C_TEST_HOOKS
+static uint32_t handle_crash(jspan req, sbuf *out, char *err) {
+    (void)req, (void)out, (void)err;
+    volatile int *nowhere = NULL;
+    *nowhere = 1; /* a deliberate segfault */
+    return 0;
+}
+#endif
+
+static const struct {
+    const char *tag;
+    handler_fn fn;
+} HANDLERS[] = {
+    {"echo", handle_echo},
+    {"greet", handle_greet},
+    {"user.create", handle_user_create},
+    {"math.add", handle_math_add},
+    {"test.sleep", handle_sleep},
+    {"bench.small", handle_bench_small},
+    {"bench.medium", handle_bench_medium},
+    {"bench.large", handle_bench_large},
+#ifdef HELLO_C_TEST_HOOKS
+    {"test.crash", handle_crash},
+#endif
+};
+
+static handler_fn find_handler(const char *tag) {
+    for (size_t i = 0; i < sizeof HANDLERS / sizeof *HANDLERS; i++)
+        if (strcmp(HANDLERS[i].tag, tag) == 0) return HANDLERS[i].fn;
+    return NULL;
+}
+
+/* ---- the ABI ----------------------------------------------------------------------- */
+
+void *plugin_create(void) { return &g_plugin; }
+
+static bool read_config(const uint8_t *json, size_t len) {
+    jspan config, v;
+    if (json == NULL || !json_parse((const char *)json, len, &config) || !json_is_object(config))
+        return false;
+    if (json_member(config, "log_level", &v)) {
+        sbuf name = {0};
+        bool ok = json_string(v, &name);
+        int level = -1;
+        for (int i = 0; ok && i <= PLUGBRIDGE_LOG_OFF; i++)
+            if (strcmp(name.data, LEVEL_NAMES[i]) == 0) level = i;
+        sbuf_free(&name);
+        if (level < 0) return false;
+        atomic_store(&g_level, level);
+    }
+    long long max_ops = 1000;
+    if (json_member(config, "max_concurrent_ops", &v) && (!json_int(v, &max_ops) || max_ops < 0))
+        return false;
+    g_max_ops = (long)max_ops;
+    g_shutdown_sleep_ms = 0;
+#ifdef HELLO_C_TEST_HOOKS
+    jspan data, hook;
+    if (json_member(config, "data", &data)) {
+        bool fail = false;
+        long long ms = 0;
+        if (json_member(data, "fail_init", &hook) && json_bool(hook, &fail) && fail) return false;
+        if (json_member(data, "shutdown_sleep_ms", &hook) && json_int(hook, &ms))
+            g_shutdown_sleep_ms = (long)ms;
+    }
+#endif
+    return true;
+}
+
+void *plugin_init(void *plugin, const uint8_t *config_json, size_t config_len,
+                  LogCallback log_callback) {
+    if (plugin != &g_plugin) return NULL;
+    atomic_store(&g_state, PLUGBRIDGE_STATE_STARTING);
+    atomic_store(&g_callback, log_callback); /* the one global callback */
+    if (!read_config(config_json, config_len)) {
+        log_record(PLUGBRIDGE_LOG_ERROR, "hello-c plugin: invalid configuration");
+        atomic_store(&g_state, PLUGBRIDGE_STATE_FAILED);
+        return NULL;
+    }
+    atomic_store(&g_active, 0);
+    atomic_store(&g_rejected, 0);
+    atomic_store(&g_state, PLUGBRIDGE_STATE_ACTIVE);
+    log_record(PLUGBRIDGE_LOG_INFO, "HelloPlugin (C) starting (log level %s)",
+               LEVEL_NAMES[atomic_load(&g_level)]);
+    return &g_plugin;
+}
+
+static FfiBuffer dispatch(const char *type_tag, const uint8_t *request, size_t request_len) {
+    handler_fn fn = find_handler(type_tag);
+    char err[ERR_LEN] = "";
+    if (fn == NULL) {
+        snprintf(err, sizeof err, "plugin 'hello-c' has no handler for '%.100s'", type_tag);
+        return error_envelope(PLUGBRIDGE_UNKNOWN_MESSAGE_TYPE, err);
+    }
+    jspan req;
+    if (!json_parse((const char *)request, request_len, &req))
+        return error_envelope(SER, "request is not valid JSON");
+    if (!json_is_object(req)) return error_envelope(SER, "Expected `object` - at `$`");
+    sbuf payload = {0};
+    uint32_t code = fn(req, &payload, err);
+    if (code == 0 && payload.failed) {
+        code = PLUGBRIDGE_INTERNAL_ERROR;
+        snprintf(err, sizeof err, "out of memory");
+    }
+    if (code != 0) {
+        sbuf_free(&payload);
+        return error_envelope(code, err);
+    }
+    sbuf env = {0};
+    sbuf_puts(&env, "{\"status\":\"success\",\"payload\":");
+    sbuf_put(&env, payload.data, payload.len);
+    sbuf_puts(&env, "}");
+    sbuf_free(&payload);
+    if (env.failed) {
+        sbuf_free(&env);
+        return bare_error(PLUGBRIDGE_INTERNAL_ERROR, "out of memory");
+    }
+    return take_buffer(&env, 0);
+}
+
+FfiBuffer plugin_call(void *handle, const char *type_tag, const uint8_t *request,
+                      size_t request_len) {
+    if (handle != &g_plugin) return bare_error(PLUGBRIDGE_FFI_ERROR, "unknown plugin handle");
+    if (type_tag == NULL || (request == NULL && request_len > 0))
+        return bare_error(PLUGBRIDGE_FFI_ERROR, "null type tag or request");
+#ifdef HELLO_C_TEST_HOOKS
+    if (strcmp(type_tag, "test.bare_error") == 0)
+        return bare_error(PLUGBRIDGE_FFI_ERROR, "deliberate bare error message");
+#endif
+    if (atomic_load(&g_state) != PLUGBRIDGE_STATE_ACTIVE)
+        return error_envelope(PLUGBRIDGE_INVALID_STATE, "plugin 'hello-c' is not active");
+    long running = atomic_fetch_add(&g_active, 1) + 1;
+    if (g_max_ops > 0 && running > g_max_ops) {
+        atomic_fetch_sub(&g_active, 1);
+        atomic_fetch_add(&g_rejected, 1);
+        char err[ERR_LEN];
+        snprintf(err, sizeof err, "concurrency limit of %ld calls reached; request refused",
+                 g_max_ops);
+        return error_envelope(PLUGBRIDGE_TOO_MANY_REQUESTS, err);
+    }
+    FfiBuffer out = dispatch(type_tag, request, request_len);
+    atomic_fetch_sub(&g_active, 1);
+    return out;
+}
+
+void plugin_free_buffer(FfiBuffer *buffer) {
+    if (buffer == NULL) return;
+    free(buffer->data);
+    buffer->data = NULL;
+    buffer->len = buffer->capacity = 0;
+}
+
+bool plugin_shutdown(void *handle) {
+    int expected = PLUGBRIDGE_STATE_ACTIVE;
+    if (handle != &g_plugin ||
+        !atomic_compare_exchange_strong(&g_state, &expected, PLUGBRIDGE_STATE_STOPPING))
+        return false;
+    log_record(PLUGBRIDGE_LOG_INFO, "HelloPlugin (C) stopping");
+    if (g_shutdown_sleep_ms > 0) sleep_ms(g_shutdown_sleep_ms);
+    atomic_store(&g_state, PLUGBRIDGE_STATE_STOPPED);
+    return true;
+}
+
+void plugin_set_log_level(void *handle, uint8_t level) {
+    if (handle == &g_plugin && level <= PLUGBRIDGE_LOG_OFF) atomic_store(&g_level, level);
+}
+
+uint8_t plugin_get_state(void *handle) {
+    return handle == &g_plugin ? (uint8_t)atomic_load(&g_state)
+                               : PLUGBRIDGE_STATE_UNKNOWN_HANDLE;
+}
+
+uint64_t plugin_get_rejected_count(void *handle) {
+    return handle == &g_plugin ? atomic_load(&g_rejected) : 0;
+}

@@ -1,0 +1,96 @@
+"""Response buffers: copy out and free exactly once, then decode the envelope.
+
+``plugin_call`` answers ``{"status":"success","payload":<json>}`` with error code 0, or a
+non-zero error code with ``{"status":"error","error_code":N,"error_message":"..."}`` or a
+bare message. Anything else breaks the ABI and is an ``FfiError``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from typing import Any
+
+import msgspec
+
+from .._errors import FfiError, PluginError, error_for_code
+from .abi import FfiBuffer
+
+
+class _Envelope(msgspec.Struct):
+    status: str
+    payload: Any = None
+    error_code: int = 0
+    error_message: str = ""
+
+
+class _RawEnvelope(msgspec.Struct):
+    status: str
+    payload: msgspec.Raw = msgspec.Raw(b"null")
+    error_code: int = 0
+    error_message: str = ""
+
+
+_decode_value = msgspec.json.Decoder(_Envelope).decode
+_decode_raw = msgspec.json.Decoder(_RawEnvelope).decode
+_string_at = ctypes.string_at
+_byref = ctypes.byref
+
+
+def take(buffer: FfiBuffer, free: Any) -> tuple[int, bytes]:
+    """Copy the buffer's bytes and hand it back to the plugin; ``(error_code, data)``."""
+    try:
+        data = _string_at(buffer.data, buffer.len) if buffer.data else b""
+        return buffer.error_code, data
+    finally:
+        free(_byref(buffer))
+
+
+def decode_value(code: int, data: bytes) -> Any:
+    """The payload as JSON builtins, or raise the error the response carries."""
+    if code == 0:
+        try:
+            envelope = _decode_value(data)
+        except msgspec.DecodeError as exc:
+            raise _broken(data, exc) from None
+        if envelope.status == "success":
+            return envelope.payload
+        raise _error_from(envelope.status, envelope.error_code, envelope.error_message, data)
+    raise error_from_response(code, data)
+
+
+def decode_json(code: int, data: bytes) -> bytes:
+    """The payload as raw JSON bytes, or raise the error the response carries."""
+    if code == 0:
+        try:
+            envelope = _decode_raw(data)
+        except msgspec.DecodeError as exc:
+            raise _broken(data, exc) from None
+        if envelope.status == "success":
+            return bytes(envelope.payload)
+        raise _error_from(envelope.status, envelope.error_code, envelope.error_message, data)
+    raise error_from_response(code, data)
+
+
+def error_from_response(code: int, data: bytes) -> PluginError:
+    """The exception for a response with a non-zero error code (envelope or bare message)."""
+    message = ""
+    if data.startswith(b"{"):
+        try:
+            message = _decode_value(data).error_message
+        except msgspec.DecodeError:
+            message = ""
+    if not message:
+        message = data.decode("utf-8", "replace").strip() or f"native call failed (code {code})"
+    return error_for_code(code, message)
+
+
+def _error_from(status: str, code: int, message: str, data: bytes) -> PluginError:
+    if status == "error" and code:
+        return error_for_code(code, message or f"native call failed (code {code})")
+    return FfiError(
+        f"native plugin answered error code 0 with a non-success envelope: {data[:200]!r}"
+    )
+
+
+def _broken(data: bytes, exc: Exception) -> FfiError:
+    return FfiError(f"native plugin returned an invalid response envelope ({exc}): {data[:200]!r}")

@@ -1,0 +1,85 @@
+"""A private copy of a shared library for one plugin instance.
+
+The dynamic loader hands out one mapping per file: ``dlopen`` of a path that is already
+loaded returns the same copy, globals included. A rustbridge library keeps its log
+callback, level and state in globals, so two instances sharing a mapping would share
+those too. Each instance therefore loads its own copy of the file (``RTLD_LOCAL``, so
+their symbols never bind to each other), and ``dlclose``s it when the instance is done.
+
+The copy is unlinked as soon as it is mapped: the mapping keeps the file's data alive,
+and nothing is left in the temp directory even if the process dies. The mapping shows in
+``/proc/self/maps`` under ``MAPPED_PREFIX`` until ``close``.
+"""
+
+from __future__ import annotations
+
+import _ctypes
+import contextlib
+import ctypes
+import os
+import shutil
+import tempfile
+import threading
+from pathlib import Path
+
+from .._errors import InitializationFailed
+from .abi import Abi, bind
+
+MAPPED_PREFIX = "plugbridge-native-"
+"""Start of the temp directory name of every private copy (visible in /proc/self/maps)."""
+
+_mapped: set[PrivateLibrary] = set()
+"""Every library still mapped, with what C may call into, so none of it is freed early."""
+_mapped_lock = threading.Lock()
+
+
+class PrivateLibrary:
+    """One instance's own mapping of a native plugin library."""
+
+    def __init__(self, source: Path) -> None:
+        self.source = source
+        self._cdll = _load_private_copy(source)
+        self._keep: list[object] = []
+        self.closed = False
+        try:
+            self.abi: Abi = bind(self._cdll, source.name)
+        except BaseException:
+            _ctypes.dlclose(self._cdll._handle)
+            raise
+        with _mapped_lock:
+            _mapped.add(self)
+
+    def keep_alive(self, obj: object) -> None:
+        """Keep ``obj`` (a C-callable trampoline) alive for as long as the library is mapped."""
+        self._keep.append(obj)
+
+    def close(self) -> None:
+        """Unmap the library. Only when no thread runs its code and none will again."""
+        with _mapped_lock:
+            if self.closed:
+                return
+            self.closed = True
+            _mapped.discard(self)
+        _ctypes.dlclose(self._cdll._handle)
+        self._keep.clear()
+
+
+def _load_private_copy(source: Path) -> ctypes.CDLL:
+    directory = tempfile.mkdtemp(prefix=MAPPED_PREFIX)
+    copy = os.path.join(directory, source.name)
+    try:
+        shutil.copyfile(source, copy)
+        return ctypes.CDLL(copy, mode=os.RTLD_LOCAL | os.RTLD_NOW)
+    except OSError as exc:
+        raise InitializationFailed(f"cannot load native plugin {source}: {exc}") from None
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(copy)
+        with contextlib.suppress(OSError):
+            os.rmdir(directory)
+
+
+def mapped_count() -> int:
+    """Private copies still mapped in this process (for diagnostics and tests)."""
+    with _mapped_lock:
+        return len(_mapped)

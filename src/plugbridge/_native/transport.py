@@ -1,0 +1,376 @@
+"""The native transport: one instance of a rustbridge-ABI library, hosted in this process.
+
+Each instance maps its own private copy of the library (``library``), so the library's
+process-global callback, level and state belong to that instance alone. Calls go
+straight into ``plugin_call`` on the caller's thread with the GIL released, so many
+threads run in the library at once.
+
+Timeouts: a C call cannot be interrupted. A call with a timeout runs on one of the
+instance's threads while the caller waits; when the timeout passes the caller gets
+``Timeout`` at once, but the C call runs on and keeps its concurrency slot until it
+really returns, when its buffer is freed and its result dropped. ``shutdown`` likewise
+stops waiting for calls in flight and for ``plugin_shutdown`` at its timeout; a library
+that a thread is still inside is unmapped only when that thread comes out, or never.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from .._completion import Completion, LoopCompletion, ThreadCompletion
+from .._config import PluginConfig
+from .._errors import (
+    Cancelled,
+    InitializationFailed,
+    InternalError,
+    InvalidState,
+    PluginError,
+    SerializationError,
+    ShutdownFailed,
+    Timeout,
+    UnknownMessageType,
+)
+from .._levels import LogLevel
+from .._lifecycle import Lifecycle, LifecycleState
+from .._logsink import LogSink
+from .._sources import NativeSource
+from .._threadpool import DaemonThreadPool
+from .._transport import PluginMetadata, Release, Transport
+from .abi import Abi
+from .bounded import run_bounded
+from .callgate import CallGate
+from .envelope import decode_json, decode_value, take
+from .library import PrivateLibrary
+from .trampoline import LogTrampoline
+
+DRAIN_SHARE = 0.75
+"""Share of the shutdown timeout given to calls in flight; the rest is for plugin_shutdown."""
+
+_STATES = frozenset(int(state) for state in LifecycleState)
+_encode = msgspec.json.encode
+
+
+def default_worker_threads() -> int:
+    import os
+
+    return min(32, (os.cpu_count() or 1) + 4)
+
+
+class NativeTransport(Transport):
+    """One native plugin instance in this process. Build it with ``start``."""
+
+    def __init__(self, source: NativeSource, config: PluginConfig, sink: LogSink) -> None:
+        self._source = source
+        self._config = config
+        self._sink = sink
+        self._lifecycle = Lifecycle()
+        self._gate = CallGate()
+        self._trampoline = LogTrampoline(sink.instance_log())
+        self._library: PrivateLibrary | None = None
+        self._abi: Abi | None = None
+        self._handle: int | None = None
+        self._call: Any = None
+        self._free: Any = None
+        self._pool: DaemonThreadPool | None = None
+        self._pool_lock = threading.Lock()
+        self._pool_closed = False
+        self._pending: set[Completion] = set()
+        self._cancelled = False
+        self._final_rejected = 0
+        self.metadata = PluginMetadata(plugin_name(source.path), "", ())
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    @classmethod
+    def start(
+        cls, source: NativeSource, config: PluginConfig, sink: LogSink, deadline: float | None
+    ) -> NativeTransport:
+        """Map a private copy, create and init the plugin; ``InitializationFailed`` if not."""
+        transport = cls(source, config, sink)
+        transport._start(deadline)
+        return transport
+
+    def _start(self, deadline: float | None) -> None:
+        self._lifecycle.move(LifecycleState.STARTING)
+        self._sink.name_plugin(self.metadata.name)
+        try:
+            library = PrivateLibrary(self._source.path)
+        except BaseException:
+            self._fail_start()
+            raise
+        library.keep_alive(self._trampoline)
+        self._library = library
+        abi = library.abi
+        wire = self._config.to_wire()
+        wire["log_level"] = self._sink.level.name.lower()  # the handle's level, across reloads
+        config_json = _encode(wire)
+        callback = self._trampoline.pointer
+
+        def init() -> int | None:
+            plugin = abi.create()
+            if not plugin:
+                return None
+            handle: int | None = abi.init(plugin, config_json, len(config_json), callback)
+            return handle
+
+        label = f"native plugin {self.metadata.name!r}"
+        timeout = None if deadline is None else deadline - time.monotonic()
+        try:
+            finished, handle = run_bounded(
+                init, timeout, f"plugbridge-{self.metadata.name}-init", late=self._late_init
+            )
+        except BaseException as exc:
+            self._fail_start(unload=True)
+            raise InitializationFailed(f"{label}: plugin_init failed: {exc!r}") from None
+        if not finished:
+            self._fail_start()  # unmapped by _late_init once plugin_init returns
+            raise InitializationFailed(f"{label} did not finish plugin_init in time")
+        if not handle:
+            self._fail_start(unload=True)
+            raise InitializationFailed(f"{label}: plugin_init failed (returned NULL)")
+        self._abi, self._handle = abi, handle
+        self._call, self._free = abi.call, abi.free_buffer
+        self._gate.open()
+        self._lifecycle.move(LifecycleState.ACTIVE)
+
+    def _fail_start(self, unload: bool = False) -> None:
+        self._lifecycle.try_move(LifecycleState.FAILED)
+        self._trampoline.close()
+        if unload and self._library is not None:
+            self._library.close()
+
+    def _late_init(self, handle: int | None) -> None:
+        """plugin_init returned after ``start`` gave up: stop what it started, then unmap."""
+        assert self._library is not None
+        if handle:
+            self._library.abi.shutdown(handle)
+        self._library.close()
+
+    @property
+    def state(self) -> LifecycleState:
+        state = self._lifecycle.state
+        if state is not LifecycleState.ACTIVE or not self._gate.enter():
+            return state
+        try:
+            assert self._abi is not None
+            raw = int(self._abi.get_state(self._handle))
+        finally:
+            self._gate.leave()
+        return LifecycleState(raw) if raw in _STATES else LifecycleState.FAILED
+
+    @property
+    def rejected_count(self) -> int:
+        if not self._gate.enter():
+            return self._final_rejected
+        try:
+            assert self._abi is not None
+            return int(self._abi.get_rejected_count(self._handle))
+        finally:
+            self._gate.leave()
+
+    def set_log_level(self, level: LogLevel) -> None:
+        if not self._gate.enter():
+            return
+        try:
+            assert self._abi is not None
+            self._abi.set_log_level(self._handle, int(level))
+        finally:
+            self._gate.leave()
+
+    def shutdown(self, timeout: float) -> None:
+        if not self._lifecycle.try_move(LifecycleState.STOPPING):
+            return  # already stopping or stopped: idempotent
+        start = time.monotonic()
+        deadline = start + timeout
+        self._gate.close()
+        drained = self._gate.wait_idle(start + timeout * DRAIN_SHARE)
+        if not drained:
+            self._cancel_inflight()
+        abi, handle = self._abi, self._handle
+        assert abi is not None
+        self._final_rejected = int(abi.get_rejected_count(handle))
+        problems: list[str] = []
+        try:
+            finished, stopped = run_bounded(
+                lambda: bool(abi.shutdown(handle)),
+                deadline - time.monotonic(),
+                f"plugbridge-{self.metadata.name}-shutdown",
+                late=self._late_shutdown,
+            )
+        except BaseException as exc:
+            finished, stopped = True, False
+            problems.append(f"plugin_shutdown failed: {exc!r}")
+        if not finished:
+            problems.append(
+                f"plugin_shutdown did not return within the shutdown timeout ({timeout}s);"
+                " the library stays mapped until it does"
+            )
+        elif not stopped and not problems:
+            problems.append("plugin_shutdown reported failure")
+        self._trampoline.close()  # no record reaches the callback once shutdown returns
+        if finished:
+            self._gate.when_idle(self._unload)
+        self._stop_pool(deadline if drained else time.monotonic())
+        if problems:
+            self._lifecycle.move(LifecycleState.FAILED)
+            raise ShutdownFailed(f"native plugin {self.metadata.name!r}: {'; '.join(problems)}")
+        self._lifecycle.move(LifecycleState.STOPPED)
+
+    def _late_shutdown(self, stopped: object) -> None:
+        self._gate.when_idle(self._unload)
+
+    def _cancel_inflight(self) -> None:
+        self._cancelled = True
+        for completion in list(self._pending):
+            completion.settle(None, Cancelled("call cancelled: the plugin is shutting down"))
+
+    def _unload(self) -> None:
+        """Unmap the private copy: plugin_shutdown has returned and no thread is inside."""
+        self._call = self._free = self._abi = None
+        if self._library is not None:
+            self._library.close()
+
+    def _stop_pool(self, deadline: float) -> None:
+        with self._pool_lock:
+            self._pool_closed = True
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(deadline)
+
+    # -- calls -------------------------------------------------------------------------
+
+    def call(self, type_tag: str, request: Any, timeout: float | None, release: Release) -> Any:
+        return self._send(type_tag, _request_json(request, release), timeout, release, decode_value)
+
+    def call_json(
+        self, type_tag: str, payload: bytes, timeout: float | None, release: Release
+    ) -> bytes:
+        result: bytes = self._send(type_tag, payload, timeout, release, decode_json)
+        return result
+
+    async def acall(
+        self, type_tag: str, request: Any, timeout: float | None, release: Release
+    ) -> Any:
+        payload = _request_json(request, release)
+        try:
+            completion = LoopCompletion(asyncio.get_running_loop())
+        except BaseException:
+            release()
+            raise
+        tag = self._admit(type_tag, release)
+        self._offload(tag, payload, completion, release, decode_value)
+        try:
+            settled = await completion.wait(timeout)
+        except asyncio.CancelledError:
+            completion.settle(None, Cancelled("call cancelled by the caller"))
+            raise
+        if not settled and not completion.settle(None, _timeout(type_tag, timeout)):
+            await completion.wait(None)
+        return completion.outcome()
+
+    def _admit(self, type_tag: str, release: Release) -> bytes:
+        """Enter the gate for one call, or raise with ``release`` called."""
+        if "\0" in type_tag:
+            release()
+            raise UnknownMessageType(f"type tag {type_tag!r} contains a NUL character")
+        if not self._gate.enter():
+            release()
+            raise InvalidState(
+                f"plugin {self.metadata.name!r} is {self._lifecycle.state.name}; calls need ACTIVE"
+            )
+        return type_tag.encode()
+
+    def _send(
+        self, type_tag: str, payload: bytes, timeout: float | None, release: Release, decode: Any
+    ) -> Any:
+        tag = self._admit(type_tag, release)
+        if timeout is None:
+            try:
+                code, data = take(self._call(self._handle, tag, payload, len(payload)), self._free)
+            finally:
+                self._gate.leave()
+                release()
+            if self._cancelled:
+                raise Cancelled("call cancelled: the plugin shut down while it ran")
+            return decode(code, data)
+        completion = ThreadCompletion()
+        self._offload(tag, payload, completion, release, decode)
+        if not completion.wait(timeout) and not completion.settle(
+            None, _timeout(type_tag, timeout)
+        ):
+            completion.wait(None)
+        return completion.outcome()
+
+    def _offload(
+        self, tag: bytes, payload: bytes, completion: Completion, release: Release, decode: Any
+    ) -> None:
+        """Run an admitted call on the instance's threads; the caller waits on ``completion``."""
+        self._pending.add(completion)
+        job = partial(self._run_offloaded, tag, payload, completion, release, decode)
+        try:
+            self._worker_pool().submit(job)
+        except RuntimeError:
+            self._pending.discard(completion)
+            self._gate.leave()
+            release()
+            completion.settle(None, InvalidState("plugin is shutting down"))
+
+    def _run_offloaded(
+        self, tag: bytes, payload: bytes, completion: Completion, release: Release, decode: Any
+    ) -> None:
+        try:
+            if completion.settled:
+                return  # the caller gave up before the call could start
+            code, data = take(self._call(self._handle, tag, payload, len(payload)), self._free)
+            if not completion.settled:
+                completion.settle(decode(code, data), None)
+        except PluginError as exc:
+            completion.settle(None, exc)
+        except BaseException as exc:
+            completion.settle(None, InternalError(f"native call failed in the host: {exc!r}"))
+        finally:
+            self._pending.discard(completion)
+            self._gate.leave()
+            release()
+
+    def _worker_pool(self) -> DaemonThreadPool:
+        with self._pool_lock:
+            if self._pool_closed:
+                raise RuntimeError("pool is shut down")
+            if self._pool is None:
+                threads = self._config.worker_threads or default_worker_threads()
+                self._pool = DaemonThreadPool(threads, f"plugbridge-{self.metadata.name}-call")
+            return self._pool
+
+
+def plugin_name(path: Path) -> str:
+    """``libhello_c.so`` / ``libfoo.so.1`` / ``foo.dll`` -> ``hello_c`` / ``foo`` / ``foo``."""
+    name = path.name
+    for suffix in (".so", ".dylib", ".dll"):
+        head, found, _ = name.partition(suffix)
+        if found:
+            name = head
+            break
+    return name.removeprefix("lib") or name
+
+
+def _request_json(request: Any, release: Release) -> bytes:
+    try:
+        return _encode(request)
+    except BaseException as exc:
+        release()
+        raise SerializationError(f"cannot encode the request as JSON: {exc}") from None
+
+
+def _timeout(type_tag: str, timeout: float | None) -> Timeout:
+    return Timeout(
+        f"call {type_tag!r} exceeded its timeout of {timeout}s"
+        " (the native call runs on until it returns, and keeps its slot)"
+    )
