@@ -8,7 +8,7 @@ from types import TracebackType
 from typing import Any
 
 from ._config import PluginConfig
-from ._errors import ConfigError, InvalidState, PluginError, UnknownMessageType
+from ._errors import ConfigError, InvalidState, PluginError, SerializationError
 from ._levels import LogLevel, parse_level
 from ._lifecycle import LifecycleState
 from ._limiter import ConcurrencyLimiter
@@ -27,6 +27,7 @@ class PluginHandle:
         self._sink = sink
         self._source = source
         self._limiter = ConcurrencyLimiter(config.max_concurrent_ops)
+        self._take_slot = self._limiter.take
         self._release = self._limiter.release
         self._default_timeout = config.call_timeout
         self._host_log = sink.instance_log()
@@ -38,9 +39,12 @@ class PluginHandle:
 
     def call(self, type_tag: str, request: Any = None, *, timeout: float | None = None) -> Any:
         """Send ``request`` to the handler of ``type_tag``; return its decoded response."""
-        timeout = self._timeout(type_tag, timeout)
+        timeout = self._default_timeout if timeout is None else _checked_timeout(timeout)
         while True:
-            self._limiter.acquire()
+            try:
+                self._take_slot()
+            except IndexError:
+                raise self._limiter.refuse() from None
             transport = self._transport
             try:
                 return transport.call(type_tag, request, timeout, self._release)
@@ -52,19 +56,20 @@ class PluginHandle:
         self, type_tag: str, request_json: str | bytes, *, timeout: float | None = None
     ) -> str:
         """Raw JSON in, raw JSON out."""
-        timeout = self._timeout(type_tag, timeout)
+        timeout = self._default_timeout if timeout is None else _checked_timeout(timeout)
         if isinstance(request_json, str):
             payload = request_json.encode()
         elif isinstance(request_json, bytes | bytearray | memoryview):
             payload = bytes(request_json)
         else:
-            from ._errors import SerializationError
-
             raise SerializationError(
                 f"call_json needs JSON as str or bytes, not {type(request_json).__name__}"
             )
         while True:
-            self._limiter.acquire()
+            try:
+                self._take_slot()
+            except IndexError:
+                raise self._limiter.refuse() from None
             transport = self._transport
             try:
                 return transport.call_json(type_tag, payload, timeout, self._release).decode()
@@ -76,24 +81,18 @@ class PluginHandle:
         self, type_tag: str, request: Any = None, *, timeout: float | None = None
     ) -> Any:
         """The asyncio form of ``call``; never blocks the caller's event loop."""
-        timeout = self._timeout(type_tag, timeout)
+        timeout = self._default_timeout if timeout is None else _checked_timeout(timeout)
         while True:
-            self._limiter.acquire()
+            try:
+                self._take_slot()
+            except IndexError:
+                raise self._limiter.refuse() from None
             transport = self._transport
             try:
                 return await transport.acall(type_tag, request, timeout, self._release)
             except InvalidState:
                 if transport is self._transport:
                     raise
-
-    def _timeout(self, type_tag: object, timeout: float | None) -> float | None:
-        if type(type_tag) is not str:
-            raise UnknownMessageType(f"type_tag must be a str, not {type(type_tag).__name__}")
-        if timeout is None:
-            return self._default_timeout
-        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout >= 0:
-            raise ConfigError(f"timeout must be a non-negative number of seconds, not {timeout!r}")
-        return float(timeout)
 
     # -- state and settings ------------------------------------------------------------
 
@@ -185,3 +184,9 @@ class PluginHandle:
         return (
             f"<PluginHandle {meta.name!r} {meta.version} {self.state.name} from {self._source!r}>"
         )
+
+
+def _checked_timeout(timeout: object) -> float:
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout >= 0:
+        raise ConfigError(f"timeout must be a non-negative number of seconds, not {timeout!r}")
+    return float(timeout)

@@ -12,8 +12,9 @@ import asyncio
 import contextvars
 import inspect
 import os
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from ._completion import Completion, LoopCompletion, ThreadCompletion
@@ -64,6 +65,7 @@ class InProcessTransport(Transport):
         self._context.run(attributed_instance.set, self._router)
         self._plugin: Plugin | None = None
         self._routes: RouteTable | None = None
+        self._get_route: Callable[[str], Route | None] = _no_route
         self._ctx: PluginContext | None = None
         self._loop: LoopThread | None = None
         self._pool: DaemonThreadPool | None = None
@@ -106,6 +108,7 @@ class InProcessTransport(Transport):
             self._sink.name_plugin(name)
             self.metadata = PluginMetadata(name, str(plugin_class.version), routes.type_tags)
             self._plugin, self._routes = plugin, routes
+            self._get_route = routes.get if routes.raw else routes.routes.get
             self._ctx = PluginContext(
                 self._config, self._router.context_logger(name), self._lifecycle
             )
@@ -200,6 +203,7 @@ class InProcessTransport(Transport):
             )
         self._router.close()
         self._namespace.unload()
+        self._get_route = _no_route
         if self._routes is not None:
             self._routes.clear()
         self._plugin = None
@@ -207,53 +211,89 @@ class InProcessTransport(Transport):
         return leftovers
 
     # -- calls -------------------------------------------------------------------------
+    # The hot paths below are written flat on purpose: every Python call level costs about
+    # 0.1 µs, a sizeable part of an inline call (see docs/PERFORMANCE.md).
 
-    def _enter(self, type_tag: str, release: Release) -> Route:
-        """Admit a call (counted in flight) or raise with everything released."""
-        self._inflight.append(None)
-        if self._accepting:
-            route = self._routes.get(type_tag) if self._routes is not None else None
-            if route is not None:
-                return route
-            error: PluginError = UnknownMessageType(
-                f"plugin {self.metadata.name!r} has no handler for {type_tag!r}"
-            )
-        else:
-            error = InvalidState(
+    def _refusal(self, type_tag: object) -> PluginError:
+        if not self._accepting:
+            return InvalidState(
                 f"plugin {self.metadata.name!r} is {self._lifecycle.state.name}; calls need ACTIVE"
             )
-        self._leave(release)
-        raise error
+        if type(type_tag) is not str:
+            return UnknownMessageType(f"type_tag must be a str, not {type(type_tag).__name__}")
+        return UnknownMessageType(f"plugin {self.metadata.name!r} has no handler for {type_tag!r}")
+
+    def _admit(self, type_tag: str, release: Release) -> Route:
+        """Admit a call (counted in flight) or raise with everything released."""
+        self._inflight.append(None)
+        try:
+            route = self._get_route(type_tag) if self._accepting else None
+        except TypeError:  # an unhashable type tag
+            route = None
+        if route is None:
+            self._leave(release)
+            raise self._refusal(type_tag)
+        return route
 
     def _leave(self, release: Release) -> None:
         self._inflight.pop()
         release()
 
     def call(self, type_tag: str, request: Any, timeout: float | None, release: Release) -> Any:
-        route = self._enter(type_tag, release)
+        route = self._admit(type_tag, release)
         try:
             value = route.request_from_object(request)
         except BaseException:
             self._leave(release)
             raise
-        return self._dispatch(route, value, timeout, release, route.response_to_object)
+        if timeout is not None or route.is_async:
+            return self._wait(route, value, timeout, release, route.response_to_object)
+        token = attributed_instance.set(self._router)
+        try:
+            result = route.response_to_object(route.method(self._ctx, value))
+        except (PluginError, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            raise HandlerError(describe_exception(exc)) from exc
+        finally:
+            attributed_instance.reset(token)
+            self._inflight.pop()
+            release()
+        if self._cancelled:
+            raise Cancelled("call cancelled: the plugin shut down while it ran")
+        return result
 
     def call_json(
         self, type_tag: str, payload: bytes, timeout: float | None, release: Release
     ) -> bytes:
-        route = self._enter(type_tag, release)
+        route = self._admit(type_tag, release)
         try:
             value = route.request_from_json(payload)
         except BaseException:
             self._leave(release)
             raise
-        result: bytes = self._dispatch(route, value, timeout, release, route.response_to_json)
-        return result
+        if timeout is not None or route.is_async:
+            data: bytes = self._wait(route, value, timeout, release, route.response_to_json)
+            return data
+        token = attributed_instance.set(self._router)
+        try:
+            data = route.response_to_json(route.method(self._ctx, value))
+        except (PluginError, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            raise HandlerError(describe_exception(exc)) from exc
+        finally:
+            attributed_instance.reset(token)
+            self._inflight.pop()
+            release()
+        if self._cancelled:
+            raise Cancelled("call cancelled: the plugin shut down while it ran")
+        return data
 
     async def acall(
         self, type_tag: str, request: Any, timeout: float | None, release: Release
     ) -> Any:
-        route = self._enter(type_tag, release)
+        route = self._admit(type_tag, release)
         try:
             value = route.request_from_object(request)
             completion = LoopCompletion(asyncio.get_running_loop())
@@ -270,11 +310,10 @@ class InProcessTransport(Transport):
             await completion.wait(None)
         return completion.outcome()
 
-    def _dispatch(
+    def _wait(
         self, route: Route, value: Any, timeout: float | None, release: Release, encode: Encode
     ) -> Any:
-        if timeout is None and not route.is_async:
-            return self._run_inline(route, value, release, encode)
+        """Run the call off the caller's thread and block for it, at most ``timeout``."""
         completion = ThreadCompletion()
         self._hand_off(route, value, completion, release, encode)
         if not completion.wait(timeout) and not self._give_up(
@@ -292,33 +331,16 @@ class InProcessTransport(Transport):
             self._loop.loop.call_soon_threadsafe(task.cancel)
         return True
 
-    def _run_inline(self, route: Route, value: Any, release: Release, encode: Encode) -> Any:
-        token = attributed_instance.set(self._router)
-        try:
-            result = encode(route.method(self._ctx, value))
-        except PluginError:
-            raise
-        except KeyboardInterrupt:
-            raise
-        except BaseException as exc:
-            raise HandlerError(describe_exception(exc)) from exc
-        finally:
-            attributed_instance.reset(token)
-            self._inflight.pop()
-            release()
-        if self._cancelled:
-            raise Cancelled("call cancelled: the plugin shut down while it ran")
-        return result
-
     def _hand_off(
         self, route: Route, value: Any, completion: Completion, release: Release, encode: Encode
     ) -> None:
         """Start the call on the instance's loop (async) or pool (sync)."""
-        assert self._loop is not None and self._pool is not None
+        assert self._loop is not None
+        assert self._pool is not None
+        self._pending.add(completion)
         if route.is_async:
             self._loop.call_soon(self._start_task, route, value, completion, release, encode)
             return
-        self._pending.add(completion)
         try:
             self._pool.submit(lambda: self._run_pooled(route, value, completion, release, encode))
         except RuntimeError:
@@ -345,33 +367,44 @@ class InProcessTransport(Transport):
         self, route: Route, value: Any, completion: Completion, release: Release, encode: Encode
     ) -> None:
         """On the loop thread: run an async handler as a task of the instance's loop."""
-        if completion.settled:  # the caller gave up before the task could start
-            self._leave(release)
-            return
         assert self._loop is not None
-        task = self._loop.loop.create_task(self._run_async(route, value, encode))
-        completion.task = task
-        self._pending.add(completion)
-        task.add_done_callback(lambda t: self._task_done(t, completion, release))
-        if completion.settled:
-            task.cancel()
+        coro = self._run_async(route, value, completion, release, encode)
+        completion.task = start_task(self._loop.loop, coro)
 
-    async def _run_async(self, route: Route, value: Any, encode: Encode) -> Any:
-        return encode(await route.method(self._ctx, value))
-
-    def _task_done(self, task: asyncio.Task[Any], completion: Completion, release: Release) -> None:
-        self._pending.discard(completion)
-        self._leave(release)
-        if task.cancelled():
+    async def _run_async(
+        self, route: Route, value: Any, completion: Completion, release: Release, encode: Encode
+    ) -> None:
+        """The task body: settles the completion itself (no extra loop iteration)."""
+        try:
+            if completion.settled:  # the caller gave up before the task could start
+                return
+            completion.settle(encode(await route.method(self._ctx, value)), None)
+        except asyncio.CancelledError:
             completion.settle(None, Cancelled("call cancelled: the plugin is shutting down"))
-            return
-        exc = task.exception()
-        if exc is None:
-            completion.settle(task.result(), None)
-        elif isinstance(exc, PluginError):
+            raise
+        except PluginError as exc:
             completion.settle(None, exc)
-        else:
+        except BaseException as exc:
             completion.settle(None, HandlerError(describe_exception(exc)))
+        finally:
+            self._pending.discard(completion)
+            self._leave(release)
+
+
+if sys.version_info >= (3, 12):
+
+    def start_task(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, None]) -> Any:
+        """Run the first step at once, as 3.12's eager tasks do: one loop iteration saved."""
+        return asyncio.Task(coro, loop=loop, eager_start=True)  # type: ignore[call-arg,unused-ignore]
+
+else:
+
+    def start_task(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, None]) -> Any:
+        return loop.create_task(coro)
+
+
+def _no_route(type_tag: str) -> Route | None:
+    return None
 
 
 def _cancel_tasks(completions: list[Completion]) -> None:

@@ -21,7 +21,7 @@ _PLAIN = frozenset({dict, list, str, int, float, bool, type(None)})
 def to_builtins(value: Any) -> Any:
     """A value as JSON builtins; ``SerializationError`` if it has no JSON form."""
     try:
-        return msgspec.to_builtins(value, str_keys=True)
+        return msgspec.to_builtins(value)
     except (TypeError, msgspec.EncodeError) as exc:
         raise SerializationError(f"value is not JSON-serializable: {exc}") from None
 
@@ -74,7 +74,7 @@ class Route:
         if self.request_type is Any:
             return request
         try:
-            return msgspec.convert(request, self.request_type, str_keys=True)
+            return msgspec.convert(request, self.request_type)
         except msgspec.ValidationError as exc:
             raise SerializationError(f"invalid request for {self.type_tag!r}: {exc}") from None
 
