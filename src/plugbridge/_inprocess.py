@@ -17,6 +17,8 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+import msgspec
+
 from ._completion import Completion, LoopCompletion, ThreadCompletion
 from ._config import PluginConfig
 from ._errors import (
@@ -37,7 +39,7 @@ from ._logsink import LogSink, attributed_instance
 from ._loopthread import LoopThread
 from ._namespace import PluginNamespace
 from ._plugin import Plugin, PluginContext
-from ._routes import Route, RouteTable
+from ._routes import PLAIN_TYPES, Route, RouteTable
 from ._sources import PythonSource
 from ._threadpool import DaemonThreadPool
 from ._transport import PluginMetadata, Release, Transport
@@ -242,7 +244,13 @@ class InProcessTransport(Transport):
     def call(self, type_tag: str, request: Any, timeout: float | None, release: Release) -> Any:
         route = self._admit(type_tag, release)
         try:
-            value = route.request_from_object(request)
+            if route.convert_to is not None and type(request) in PLAIN_TYPES:
+                value = msgspec.convert(request, route.convert_to)
+            else:
+                value = route.request_from_object(request)
+        except msgspec.ValidationError as exc:
+            self._leave(release)
+            raise route.invalid_request(exc) from None
         except BaseException:
             self._leave(release)
             raise
@@ -250,7 +258,7 @@ class InProcessTransport(Transport):
             return self._wait(route, value, timeout, release, route.response_to_object)
         token = attributed_instance.set(self._router)
         try:
-            result = route.response_to_object(route.method(self._ctx, value))
+            result = route.method(self._ctx, value)
         except (PluginError, KeyboardInterrupt):
             raise
         except BaseException as exc:
@@ -261,7 +269,10 @@ class InProcessTransport(Transport):
             release()
         if self._cancelled:
             raise Cancelled("call cancelled: the plugin shut down while it ran")
-        return result
+        try:
+            return route.to_object(result)
+        except (TypeError, msgspec.EncodeError) as exc:
+            raise route.invalid_response(exc) from None
 
     def call_json(
         self, type_tag: str, payload: bytes, timeout: float | None, release: Release
@@ -277,7 +288,7 @@ class InProcessTransport(Transport):
             return data
         token = attributed_instance.set(self._router)
         try:
-            data = route.response_to_json(route.method(self._ctx, value))
+            result = route.method(self._ctx, value)
         except (PluginError, KeyboardInterrupt):
             raise
         except BaseException as exc:
@@ -288,7 +299,10 @@ class InProcessTransport(Transport):
             release()
         if self._cancelled:
             raise Cancelled("call cancelled: the plugin shut down while it ran")
-        return data
+        try:
+            return route.to_json(result)
+        except (TypeError, msgspec.EncodeError) as exc:
+            raise route.invalid_response(exc) from None
 
     async def acall(
         self, type_tag: str, request: Any, timeout: float | None, release: Release

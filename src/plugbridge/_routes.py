@@ -15,7 +15,7 @@ from ._plugin import HANDLER_TAG_ATTR, Plugin, PluginContext
 _JSON_ENCODER = msgspec.json.Encoder()
 _JSON_DECODER = msgspec.json.Decoder()
 _RAW_ROUTE_CACHE = 1024
-_PLAIN = frozenset({dict, list, str, int, float, bool, type(None)})
+PLAIN_TYPES = frozenset({dict, list, str, int, float, bool, type(None)})
 
 
 def to_builtins(value: Any) -> Any:
@@ -43,19 +43,39 @@ def decode_json(payload: bytes | str) -> Any:
 class Route:
     """A type tag bound to a ``@handler`` method, validating against its annotation."""
 
-    __slots__ = ("_decoder", "is_async", "method", "request_type", "type_tag")
+    __slots__ = (
+        "_decoder",
+        "convert_to",
+        "is_async",
+        "method",
+        "request_type",
+        "to_json",
+        "to_object",
+        "type_tag",
+    )
 
     def __init__(self, type_tag: str, method: Callable[..., Any], request_type: Any) -> None:
         self.type_tag = type_tag
         self.method = method
         self.is_async = inspect.iscoroutinefunction(method)
         self.request_type = request_type
+        self.convert_to: Any = None if request_type is Any else request_type
+        """For the inline fast path: plain requests go straight to ``msgspec.convert``."""
+        self.to_object: Callable[[Any], Any] = msgspec.to_builtins
+        """Response to JSON builtins (may raise TypeError/EncodeError: see ``encode_error``)."""
+        self.to_json: Callable[[Any], bytes] = _JSON_ENCODER.encode
         try:
             self._decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(request_type)
         except TypeError as exc:
             raise InitializationFailed(
                 f"handler {type_tag!r}: request annotation {request_type!r} is not supported: {exc}"
             ) from None
+
+    def invalid_request(self, exc: Exception) -> SerializationError:
+        return SerializationError(f"invalid request for {self.type_tag!r}: {exc}")
+
+    def invalid_response(self, exc: Exception) -> SerializationError:
+        return SerializationError(f"response of {self.type_tag!r} is not JSON-serializable: {exc}")
 
     def request_from_json(self, payload: bytes) -> Any:
         try:
@@ -69,7 +89,7 @@ class Route:
 
     def request_from_object(self, request: Any) -> Any:
         """Validate a Python request exactly as if it had crossed the wire as JSON."""
-        if type(request) not in _PLAIN:
+        if type(request) not in PLAIN_TYPES:
             request = to_builtins(request)
         if self.request_type is Any:
             return request
@@ -104,6 +124,9 @@ class RawRoute(Route):
                 return raw(ctx, type_tag, payload)
 
             super().__init__(type_tag, call_sync, bytes)
+        self.convert_to = None
+        self.to_object = self.response_to_object
+        self.to_json = self.response_to_json
 
     def request_from_json(self, payload: bytes) -> Any:
         return bytes(payload)
