@@ -296,6 +296,21 @@ static uint32_t handle_crash(jspan req, sbuf *out, char *err) {
     *nowhere = 1; /* a deliberate segfault */
     return 0;
 }
+
+/* Waits until `parties` calls are inside at once (10 s at most): proof of parallel calls. */
+static atomic_long g_rendezvous;
+
+static uint32_t handle_rendezvous(jspan req, sbuf *out, char *err) {
+    long long parties;
+    if (!int_field(req, "parties", &parties, err)) return SER;
+    long arrived = atomic_fetch_add(&g_rendezvous, 1) + 1;
+    for (int waited = 0; arrived < parties && waited < 10000; waited++) {
+        sleep_ms(1);
+        arrived = atomic_load(&g_rendezvous);
+    }
+    sbuf_printf(out, "{\"met\":%s}", arrived >= parties ? "true" : "false");
+    return 0;
+}
 #endif
 
 static const struct {
@@ -312,6 +327,7 @@ static const struct {
     {"bench.large", handle_bench_large},
 #ifdef HELLO_C_TEST_HOOKS
     {"test.crash", handle_crash},
+    {"test.rendezvous", handle_rendezvous},
 #endif
 };
 
@@ -448,6 +464,7 @@ bool plugin_shutdown(void *handle) {
     log_record(PLUGBRIDGE_LOG_INFO, "HelloPlugin (C) stopping");
     if (g_shutdown_sleep_ms > 0) sleep_ms(g_shutdown_sleep_ms);
     atomic_store(&g_state, PLUGBRIDGE_STATE_STOPPED);
+    log_record(PLUGBRIDGE_LOG_INFO, "HelloPlugin (C) stopped");
     return true;
 }
 

@@ -1,0 +1,158 @@
+"""Native plugins: start and stop, reload, leaks, bounded shutdown and crash containment."""
+
+from __future__ import annotations
+
+import gc
+import os
+import shutil
+import threading
+from pathlib import Path
+
+import pytest
+
+import plugbridge
+from plugbridge import LifecycleState
+
+from .conftest import LogCapture, wait_until
+from .native_build import (
+    build_hello_c,
+    build_not_a_plugin,
+    private_copies_mapped,
+    private_copies_on_disk,
+)
+
+
+@pytest.fixture(scope="session")
+def hello_c(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_hello_c(tmp_path_factory.mktemp("hello_c_lifecycle"))
+
+
+def fd_count() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_100_reload_cycles_leak_nothing(hello_c: Path, isolation: str) -> None:
+    with plugbridge.load(hello_c, isolation=isolation) as warm:
+        warm.call("echo", {"message": "warm"}, timeout=5)  # starts the timed-call thread
+    gc.collect()
+    threads, fds = threading.active_count(), fd_count()
+    mapped, on_disk = private_copies_mapped(), private_copies_on_disk()
+    capture = LogCapture()
+    for i in range(100):
+        plugin = plugbridge.load(
+            hello_c, config={"log_level": "debug"}, log_callback=capture, isolation=isolation
+        )
+        plugin.call("echo", {"message": f"cycle {i}"})
+        plugin.call("echo", {"message": f"timed {i}"}, timeout=5)
+        plugin.reload()  # a second instance per cycle: 200 in all
+        assert plugin.call("user.create", {"username": "u", "email": "e"})["user_id"] == (
+            "user-00000000"  # a fresh copy of the library: its globals start over
+        )
+        plugin.shutdown()
+    gc.collect()
+    assert wait_until(lambda: threading.active_count() <= threads)
+    assert fd_count() <= fds
+    assert private_copies_mapped() == mapped
+    assert private_copies_on_disk() == on_disk
+    assert len([m for m in capture.messages() if m.startswith("Handling echo")]) == 200
+
+
+def test_copies_are_private_and_unmapped_at_shutdown(hello_c: Path) -> None:
+    before = private_copies_mapped()
+    a = plugbridge.load(hello_c)
+    b = plugbridge.load(hello_c)
+    assert private_copies_mapped() == before + 2
+    assert private_copies_on_disk() == []  # unlinked as soon as mapped
+    a.shutdown()
+    assert private_copies_mapped() == before + 1
+    b.shutdown()
+    assert private_copies_mapped() == before
+
+
+def test_reload_takes_the_library_as_it_is_on_disk_now(
+    hello_c: Path, tmp_path: Path, isolation: str
+) -> None:
+    path = tmp_path / "libswap.so"
+    shutil.copyfile(hello_c, path)
+    with plugbridge.load(path, isolation=isolation) as plugin:
+        with pytest.raises(plugbridge.FfiError):
+            plugin.call("test.bare_error")  # a test hook of this build
+        build_hello_c(tmp_path, hooks=False).replace(path)
+        plugin.reload()
+        with pytest.raises(plugbridge.UnknownMessageType):
+            plugin.call("test.bare_error", {})
+        assert plugin.call("math.add", {"a": 2, "b": 3}) == {"result": 5}
+
+
+def test_failed_init_leaves_nothing_behind(hello_c: Path, isolation: str) -> None:
+    threads, mapped = threading.active_count(), private_copies_mapped()
+    with pytest.raises(plugbridge.InitializationFailed, match="plugin_init"):
+        plugbridge.load(hello_c, config={"data": {"fail_init": True}}, isolation=isolation)
+    assert wait_until(lambda: threading.active_count() <= threads)
+    assert private_copies_mapped() == mapped
+    assert private_copies_on_disk() == []
+
+
+def test_library_without_the_abi_is_refused(tmp_path: Path, isolation: str) -> None:
+    mapped = private_copies_mapped()
+    with pytest.raises(plugbridge.InitializationFailed, match="plugin_create"):
+        plugbridge.load(build_not_a_plugin(tmp_path), isolation=isolation)
+    assert private_copies_mapped() == mapped
+
+
+def test_missing_library_is_refused(tmp_path: Path, isolation: str) -> None:
+    with pytest.raises(plugbridge.InitializationFailed):
+        plugbridge.load(tmp_path / "libmissing.so", isolation=isolation)
+
+
+def test_hung_plugin_shutdown_is_abandoned_on_time(hello_c: Path, isolation: str) -> None:
+    mapped = private_copies_mapped()
+    capture = LogCapture()
+    config = {"shutdown_timeout": 0.3, "data": {"shutdown_sleep_ms": 1500}}
+    plugin = plugbridge.load(hello_c, config=config, log_callback=capture, isolation=isolation)
+    with pytest.raises(plugbridge.ShutdownFailed, match="plugin_shutdown"):
+        plugin.shutdown()
+    seen = len(capture.records)
+    assert plugin.state is LifecycleState.FAILED
+    if isolation == "inprocess":
+        # plugin_shutdown is still running: the copy stays mapped until it returns...
+        assert private_copies_mapped() == mapped + 1
+        # ...and is unmapped as soon as it does.
+        assert wait_until(lambda: private_copies_mapped() == mapped, timeout=10)
+    # The late "stopped" record of plugin_shutdown never reached the callback.
+    assert len(capture.records) == seen
+    assert "HelloPlugin (C) stopped" not in capture.messages()
+    plugin.shutdown()  # idempotent, even after a failure
+
+
+def test_call_still_running_at_shutdown_is_cancelled(hello_c: Path, isolation: str) -> None:
+    capture = LogCapture()
+    config = {"log_level": "debug", "shutdown_timeout": 0.2}
+    plugin = plugbridge.load(hello_c, config=config, log_callback=capture, isolation=isolation)
+    mapped = private_copies_mapped()
+    outcome: list[BaseException] = []
+
+    def slow_call() -> None:
+        try:
+            plugin.call("test.sleep", {"duration_ms": 1200})
+        except plugbridge.PluginError as exc:
+            outcome.append(exc)
+
+    caller = threading.Thread(target=slow_call)
+    caller.start()
+    assert wait_until(lambda: "Sleeping for 1200 ms" in capture.messages())
+    plugin.shutdown()
+    assert plugin.state is LifecycleState.STOPPED
+    caller.join()
+    assert len(outcome) == 1 and isinstance(outcome[0], plugbridge.Cancelled)
+    # The copy could only be unmapped once the C call had come back out of it.
+    assert wait_until(lambda: private_copies_mapped() == mapped - (isolation == "inprocess"))
+
+
+def test_native_segfault_is_contained_in_process_mode(hello_c: Path) -> None:
+    pytest.importorskip("plugbridge._worker.host", reason="the worker transport is not built yet")
+    with plugbridge.load(hello_c, isolation="process") as plugin:
+        assert plugin.call("echo", {"message": "before"})["length"] == 6
+        with pytest.raises(plugbridge.PluginCrashed):
+            plugin.call("test.crash", {})
+    assert threading.main_thread().is_alive()  # the host survived the segfault
