@@ -1,1 +1,4 @@
-"""plugbridge benchmarks: ``python -m benchmarks`` prints the table and writes docs/PERFORMANCE.md."""
+"""plugbridge benchmarks.
+
+``python -m benchmarks`` prints the table and writes docs/PERFORMANCE.md.
+"""

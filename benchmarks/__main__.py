@@ -1,7 +1,7 @@
 """Run every benchmark section, print the table, and write docs/PERFORMANCE.md.
 
-    python -m benchmarks            # full run, writes docs/PERFORMANCE.md
-    python -m benchmarks --quick    # fewer rounds, prints only
+python -m benchmarks            # full run, writes docs/PERFORMANCE.md
+python -m benchmarks --quick    # fewer rounds, prints only
 """
 
 from __future__ import annotations

@@ -118,7 +118,12 @@ def _latency_rows(plugin: plugbridge.PluginHandle, path: Path, rounds: int) -> l
     async_m = median(samples["call async"])
     rcts_m = median(samples["rcts"])
     return [
-        Row(SECTION, "direct call of sync echo (baseline)", us(base_m), us(p99(samples["direct sync"]))),
+        Row(
+            SECTION,
+            "direct call of sync echo (baseline)",
+            us(base_m),
+            us(p99(samples["direct sync"])),
+        ),
         Row(
             SECTION,
             "call() sync echo",
@@ -173,9 +178,8 @@ def _json_rows(plugin: plugbridge.PluginHandle, rounds: int) -> list[Row]:
         n = rounds if tag != "bench.large" else max(20, rounds // 200)
         values = sample(lambda t=tag, r=raw: plugin.call_json(t, r), n, warmup=10)
         size = len(plugin.call_json(tag, raw))
-        rows.append(
-            Row(SECTION, f"call_json {tag} ({size:,} B response)", us(median(values)), us(p99(values)))
-        )
+        name = f"call_json {tag} ({size:,} B response)"
+        rows.append(Row(SECTION, name, us(median(values)), us(p99(values))))
     return rows
 
 

@@ -84,7 +84,8 @@ def test_on_start_failure_leaves_nothing(write_plugin: Callable[..., Path], isol
         ("plugin = 42", "must be a plugbridge.Plugin subclass"),
         ("def broken(:\n    pass", "SyntaxError"),
         (
-            "from plugbridge import Plugin\nclass P(Plugin):\n    def __init__(self):\n        raise OSError('no disk')",
+            "from plugbridge import Plugin\nclass P(Plugin):\n"
+            "    def __init__(self):\n        raise OSError('no disk')",
             "OSError: no disk",
         ),
     ],

@@ -203,7 +203,8 @@ PACKAGE_INIT = """
         @handler("info")
         def info(self, ctx, req):
             helpers.say("hello from helper")
-            return {"helper": helpers.VALUE, "depth": depth(), "pkg": __package__.rpartition(".")[2]}
+            package = __package__.rpartition(".")[2]
+            return {"helper": helpers.VALUE, "depth": depth(), "pkg": package}
 """
 HELPERS = """
     import logging
@@ -257,7 +258,7 @@ def test_importable_module_sources(
         assert plugin.call("who") == "b"
     with pytest.raises(plugbridge.InitializationFailed, match="several"):
         plugbridge.load("pkgplug.extra", isolation=isolation)
-    with pytest.raises(plugbridge.InitializationFailed, match="not a plugbridge.Plugin"):
+    with pytest.raises(plugbridge.InitializationFailed, match=r"not a plugbridge\.Plugin"):
         plugbridge.load("pkgplug.extra:Missing", isolation=isolation)
     assert "pkgplug" not in sys.modules  # the host's own import namespace stays clean
 
