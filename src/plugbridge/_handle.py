@@ -116,6 +116,7 @@ class PluginHandle:
         """Change this handle's level; it applies to the very next record."""
         parsed = parse_level(level)
         self._sink.level = parsed
+        self._config.log_level = parsed  # ctx.config and the next reload see it too
         self._transport.set_log_level(parsed)
 
     @property

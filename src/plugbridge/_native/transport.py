@@ -16,6 +16,7 @@ that a thread is still inside is unmapped only when that thread comes out, or ne
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import threading
 import time
 from functools import partial
@@ -55,6 +56,8 @@ DRAIN_SHARE = 0.75
 
 _STATES = frozenset(int(state) for state in LifecycleState)
 _encode = msgspec.json.encode
+_string_at = ctypes.string_at
+_byref = ctypes.byref
 
 
 def default_worker_threads() -> int:
@@ -291,15 +294,19 @@ class NativeTransport(Transport):
         self, type_tag: str, payload: bytes, timeout: float | None, release: Release, decode: Any
     ) -> Any:
         tag = self._admit(type_tag, release)
-        if timeout is None:
+        if timeout is None:  # the fast path: straight into C on the caller's thread
             try:
-                code, data = take(self._call(self._handle, tag, payload, len(payload)), self._free)
+                buffer = self._call(self._handle, tag, payload, len(payload))
+                try:
+                    data = _string_at(buffer.data, buffer.len)
+                finally:
+                    self._free(_byref(buffer))
             finally:
                 self._gate.leave()
                 release()
             if self._cancelled:
                 raise Cancelled("call cancelled: the plugin shut down while it ran")
-            return decode(code, data)
+            return decode(buffer.error_code, data)
         completion = ThreadCompletion()
         self._offload(tag, payload, completion, release, decode)
         if not completion.wait(timeout) and not completion.settle(
