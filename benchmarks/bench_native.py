@@ -1,0 +1,201 @@
+"""Native plugins (rustbridge C ABI): echo through plugbridge against raw ctypes calls.
+
+Compiles examples/hello-c with the machine's C compiler into a temp dir first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import importlib.util
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+import plugbridge
+
+from .harness import Row, median, ms, p99, ratio, sample, us, verdict
+
+ROOT = Path(__file__).resolve().parent.parent
+HELLO_C = ROOT / "examples" / "hello-c"
+SECTION = "native"
+REQUEST = {"message": "hello world"}
+EXPECTED = {"message": "hello world", "length": 11}
+TARGET = 1.3
+
+
+def build(dest: Path) -> Path:
+    """``cc -shared -fPIC -O2`` the C hello plugin into ``dest``."""
+    cc = shutil.which(os.environ.get("CC", "cc"))
+    if cc is None:
+        raise RuntimeError("bench_native needs a C compiler (`cc` or $CC)")
+    out = dest / "libhello_c.so"
+    subprocess.run(
+        [cc, "-O2", "-shared", "-fPIC", f"-I{ROOT / 'include'}", "-o", str(out),
+         str(HELLO_C / "hello_plugin.c"), str(HELLO_C / "json_lite.c"), "-lpthread"],
+        check=True,
+    )  # fmt: skip
+    return out
+
+
+class _Buffer(ctypes.Structure):
+    _fields_ = (
+        ("data", ctypes.c_void_p),
+        ("len", ctypes.c_size_t),
+        ("capacity", ctypes.c_size_t),
+        ("error_code", ctypes.c_uint32),
+    )
+
+
+_CALLBACK = ctypes.CFUNCTYPE(
+    None, ctypes.c_uint8, ctypes.c_char_p, ctypes.c_void_p, ctypes.c_size_t
+)
+
+
+class RawPlugin:
+    """The baseline: the library driven by hand, with no plugbridge code at all."""
+
+    def __init__(self, path: Path) -> None:
+        copy = Path(tempfile.mkdtemp(prefix="bench-raw-")) / path.name
+        shutil.copyfile(path, copy)  # its own mapping, apart from plugbridge's copies
+        self.lib = ctypes.CDLL(str(copy), mode=os.RTLD_LOCAL)
+        lib = self.lib
+        lib.plugin_create.restype = ctypes.c_void_p
+        lib.plugin_init.restype = ctypes.c_void_p
+        lib.plugin_init.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t, _CALLBACK]
+        lib.plugin_call.restype = _Buffer
+        lib.plugin_call.argtypes = [
+            ctypes.c_void_p,
+            ctypes.c_char_p,
+            ctypes.c_char_p,
+            ctypes.c_size_t,
+        ]
+        lib.plugin_free_buffer.argtypes = [ctypes.POINTER(_Buffer)]
+        lib.plugin_shutdown.argtypes = [ctypes.c_void_p]
+        self.callback = _CALLBACK(lambda *args: None)
+        config = msgspec.json.encode(plugbridge.PluginConfig().to_wire())
+        self.handle = lib.plugin_init(lib.plugin_create(), config, len(config), self.callback)
+        self.directory = copy.parent
+        os.unlink(copy)
+
+    def echo(self) -> Any:
+        """plugin_call + copy + free + envelope decode."""
+        payload = msgspec.json.encode(REQUEST)
+        buffer = self.lib.plugin_call(self.handle, b"echo", payload, len(payload))
+        try:
+            data = ctypes.string_at(buffer.data, buffer.len)
+        finally:
+            self.lib.plugin_free_buffer(ctypes.byref(buffer))
+        envelope = msgspec.json.decode(data)
+        if buffer.error_code or envelope["status"] != "success":
+            raise RuntimeError(data)
+        return envelope["payload"]
+
+    def close(self) -> None:
+        self.lib.plugin_shutdown(self.handle)
+        os.rmdir(self.directory)
+
+
+def _ratio_row(name: str, values: list[float], base: float, target: str, ok: bool | None) -> Row:
+    m = median(values)
+    return Row(
+        SECTION, name, us(m), us(p99(values)), ratio(m, base), target,
+        "" if ok is None else verdict(ok),
+    )  # fmt: skip
+
+
+def _latency_rows(library: Path, raw: RawPlugin, rounds: int) -> list[Row]:
+    rows: list[Row] = []
+    with plugbridge.load(library) as plugin:
+        assert plugin.call("echo", REQUEST) == raw.echo() == EXPECTED
+        raw_json = msgspec.json.encode(REQUEST)
+
+        async def acall_many(n: int) -> None:
+            for _ in range(n):
+                await plugin.acall("echo", REQUEST)
+
+        def acall_per_call() -> list[float]:
+            n = max(rounds // 50, 10)
+            out = []
+            for _ in range(20):
+                start = time.perf_counter()
+                asyncio.run(acall_many(n))
+                out.append((time.perf_counter() - start) / n)
+            return out
+
+        # Interleave baseline and subject so drift hits both alike.
+        base, call, call_json = [], [], []
+        for _ in range(5):
+            base += sample(raw.echo, rounds // 5)
+            call += sample(lambda: plugin.call("echo", REQUEST), rounds // 5)
+            call_json += sample(lambda: plugin.call_json("echo", raw_json), rounds // 5)
+        timed = sample(lambda: plugin.call("echo", REQUEST, timeout=5.0), rounds // 10)
+        acall = acall_per_call()
+    base_m = median(base)
+    call_m = median(call)
+    rows.append(Row(SECTION, "raw ctypes plugin_call echo + copy + free + decode (baseline)",
+                    us(base_m), us(p99(base))))  # fmt: skip
+    rows.append(_ratio_row("call() native echo", call, base_m, f"≤ {TARGET}×",
+                           call_m <= TARGET * base_m))  # fmt: skip
+    rows.append(_ratio_row("call_json() native echo", call_json, base_m, "", None))
+    rows.append(_ratio_row("call(timeout=5) native echo (runs on a pool thread)", timed, base_m,
+                           "", None))  # fmt: skip
+    rows.append(_ratio_row("acall() native echo (pool thread)", acall, base_m, "", None))
+    return rows
+
+
+def _process_rows(library: Path, base_m: float, rounds: int) -> list[Row]:
+    if importlib.util.find_spec("plugbridge._worker") is None:
+        return [Row(SECTION, "call() native echo, isolation=process", "n/a",
+                    note="the worker transport is not available")]  # fmt: skip
+    with plugbridge.load(library, isolation="process") as plugin:
+        assert plugin.call("echo", REQUEST) == EXPECTED
+        values = sample(lambda: plugin.call("echo", REQUEST), max(rounds // 10, 500), warmup=50)
+    return [_ratio_row("call() native echo, isolation=process", values, base_m, "", None)]
+
+
+def _lifecycle_rows(library: Path, quick: bool) -> list[Row]:
+    loads: list[float] = []
+    stops: list[float] = []
+    for _ in range(20 if quick else 100):
+        start = time.perf_counter()
+        plugin = plugbridge.load(library)
+        loads.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        plugin.shutdown()
+        stops.append(time.perf_counter() - start)
+    return [
+        Row(SECTION, "load() to ACTIVE (copy + dlopen + init)", ms(median(loads)), ms(p99(loads))),
+        Row(SECTION, "shutdown() (plugin_shutdown + dlclose)", ms(median(stops)), ms(p99(stops))),
+    ]
+
+
+def run(quick: bool = False) -> list[Row]:
+    rounds = 5_000 if quick else 50_000
+    with tempfile.TemporaryDirectory() as tmp:
+        library = build(Path(tmp))
+        raw = RawPlugin(library)
+        try:
+            rows = _latency_rows(library, raw, rounds)
+            base_m = median(sample(raw.echo, rounds // 5))
+        finally:
+            raw.close()
+        rows += _process_rows(library, base_m, rounds)
+        rows += _lifecycle_rows(library, quick)
+    return rows
+
+
+def _main(run_fn: Callable[[bool], list[Row]]) -> None:
+    for row in run_fn(True):
+        print(row)
+
+
+if __name__ == "__main__":
+    _main(run)
