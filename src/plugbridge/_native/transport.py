@@ -86,6 +86,7 @@ class NativeTransport(Transport):
         self._pool_closed = False
         self._pending: set[Completion] = set()
         self._cancelled = False
+        self._shutdown_begun = False
         self._final_rejected = 0
         self.metadata = PluginMetadata(plugin_name(source.path), "", ())
 
@@ -188,8 +189,9 @@ class NativeTransport(Transport):
             self._gate.leave()
 
     def shutdown(self, timeout: float) -> None:
-        if not self._lifecycle.try_move(LifecycleState.STOPPING):
-            return  # already stopping or stopped: idempotent
+        if self._shutdown_begun or not self._lifecycle.try_move(LifecycleState.STOPPING):
+            return  # already stopping, stopped, or failed to stop: idempotent
+        self._shutdown_begun = True
         start = time.monotonic()
         deadline = start + timeout
         self._gate.close()
@@ -280,9 +282,9 @@ class NativeTransport(Transport):
 
     def _admit(self, type_tag: str, release: Release) -> bytes:
         """Enter the gate for one call, or raise with ``release`` called."""
-        if "\0" in type_tag:
+        if type(type_tag) is not str or "\0" in type_tag:
             release()
-            raise UnknownMessageType(f"type tag {type_tag!r} contains a NUL character")
+            raise UnknownMessageType(f"type tag {type_tag!r} is not a str without NUL characters")
         if not self._gate.enter():
             release()
             raise InvalidState(
