@@ -213,8 +213,6 @@ class InProcessTransport(Transport):
         return leftovers
 
     # -- calls -------------------------------------------------------------------------
-    # The hot paths below are written flat on purpose: every Python call level costs about
-    # 0.1 µs, a sizeable part of an inline call (see docs/PERFORMANCE.md).
 
     def _refusal(self, type_tag: object) -> PluginError:
         if not self._accepting:
@@ -241,6 +239,23 @@ class InProcessTransport(Transport):
         self._inflight.pop()
         release()
 
+    def _run_inline(self, route: Route, value: Any, release: Release) -> Any:
+        """Run a sync handler on the caller's thread, attributed to this instance."""
+        token = attributed_instance.set(self._router)
+        try:
+            result = route.method(self._ctx, value)
+        except (PluginError, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            raise HandlerError(describe_exception(exc)) from exc
+        finally:
+            attributed_instance.reset(token)
+            self._inflight.pop()
+            release()
+        if self._cancelled:
+            raise Cancelled("call cancelled: the plugin shut down while it ran")
+        return result
+
     def call(self, type_tag: str, request: Any, timeout: float | None, release: Release) -> Any:
         route = self._admit(type_tag, release)
         try:
@@ -256,19 +271,7 @@ class InProcessTransport(Transport):
             raise
         if timeout is not None or route.is_async:
             return self._wait(route, value, timeout, release, route.response_to_object)
-        token = attributed_instance.set(self._router)
-        try:
-            result = route.method(self._ctx, value)
-        except (PluginError, KeyboardInterrupt):
-            raise
-        except BaseException as exc:
-            raise HandlerError(describe_exception(exc)) from exc
-        finally:
-            attributed_instance.reset(token)
-            self._inflight.pop()
-            release()
-        if self._cancelled:
-            raise Cancelled("call cancelled: the plugin shut down while it ran")
+        result = self._run_inline(route, value, release)
         try:
             return route.to_object(result)
         except (TypeError, msgspec.EncodeError) as exc:
@@ -286,19 +289,7 @@ class InProcessTransport(Transport):
         if timeout is not None or route.is_async:
             data: bytes = self._wait(route, value, timeout, release, route.response_to_json)
             return data
-        token = attributed_instance.set(self._router)
-        try:
-            result = route.method(self._ctx, value)
-        except (PluginError, KeyboardInterrupt):
-            raise
-        except BaseException as exc:
-            raise HandlerError(describe_exception(exc)) from exc
-        finally:
-            attributed_instance.reset(token)
-            self._inflight.pop()
-            release()
-        if self._cancelled:
-            raise Cancelled("call cancelled: the plugin shut down while it ran")
+        result = self._run_inline(route, value, release)
         try:
             return route.to_json(result)
         except (TypeError, msgspec.EncodeError) as exc:
