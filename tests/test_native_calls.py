@@ -212,6 +212,33 @@ def test_library_counts_its_own_refusals(hello_c: Path) -> None:
     assert transport.state is LifecycleState.STOPPED
 
 
+def test_bad_type_tags_give_their_slot_back(hello_c: Path, isolation: str) -> None:
+    with plugbridge.load(hello_c, config={"max_concurrent_ops": 1}, isolation=isolation) as p:
+        for tag in ("echo\0evil", 42, b"echo"):
+            with pytest.raises(plugbridge.UnknownMessageType):
+                p.call(tag, {"message": "x"})  # type: ignore[arg-type]
+        assert p.call("echo", {"message": "x"}) == {"message": "x", "length": 1}
+        assert p.rejected_request_count == 0
+
+
+def test_transport_shutdown_is_idempotent_after_a_failure(hello_c: Path) -> None:
+    from plugbridge._config import PluginConfig
+    from plugbridge._logsink import LogSink
+    from plugbridge._native.transport import NativeTransport
+    from plugbridge._sources import NativeSource
+
+    config = PluginConfig(data={"shutdown_sleep_ms": 500})
+    transport = NativeTransport.start(
+        NativeSource(hello_c), config, LogSink(None, config.log_level), None
+    )
+    with pytest.raises(plugbridge.ShutdownFailed):
+        transport.shutdown(0.05)
+    transport.shutdown(0.05)  # nothing more to do, and no touching the library again
+    assert transport.state is LifecycleState.FAILED
+    with pytest.raises(plugbridge.InvalidState):
+        transport.call("echo", {"message": "x"}, None, lambda: None)
+
+
 def test_handle_after_shutdown_is_invalid_state(hello_c: Path, isolation: str) -> None:
     plugin = plugbridge.load(hello_c, isolation=isolation)
     plugin.call("echo", {"message": "x"})
