@@ -299,8 +299,10 @@ class NativeTransport(Transport):
         if timeout is None:  # the fast path: straight into C on the caller's thread
             try:
                 buffer = self._call(self._handle, tag, payload, len(payload))
-                try:
-                    data = _string_at(buffer.data, buffer.len)
+                try:  # envelope.take(), inlined: this is the hot path
+                    code = buffer.error_code
+                    address = buffer.data  # NULL with a length would be an ABI breach
+                    data = _string_at(address, buffer.len) if address else b""
                 finally:
                     self._free(_byref(buffer))
             finally:
@@ -308,7 +310,7 @@ class NativeTransport(Transport):
                 release()
             if self._cancelled:
                 raise Cancelled("call cancelled: the plugin shut down while it ran")
-            return decode(buffer.error_code, data)
+            return decode(code, data)
         completion = ThreadCompletion()
         self._offload(tag, payload, completion, release, decode)
         if not completion.wait(timeout) and not completion.settle(
