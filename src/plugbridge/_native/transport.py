@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import os
 import threading
 import time
 from functools import partial
@@ -61,8 +62,6 @@ _byref = ctypes.byref
 
 
 def default_worker_threads() -> int:
-    import os
-
     return min(32, (os.cpu_count() or 1) + 4)
 
 
