@@ -161,3 +161,22 @@ def test_native_segfault_is_contained_in_process_mode(hello_c: Path) -> None:
         with pytest.raises(plugbridge.PluginCrashed):
             plugin.call("test.crash", {})
     assert threading.main_thread().is_alive()  # the host survived the segfault
+
+
+def test_old_instance_is_silent_after_a_reload_even_if_its_shutdown_hangs(
+    hello_c: Path, isolation: str
+) -> None:
+    capture = LogCapture()
+    config = {"shutdown_timeout": 0.2, "data": {"shutdown_sleep_ms": 600}}
+    plugin = plugbridge.load(hello_c, config=config, log_callback=capture, isolation=isolation)
+    mapped = private_copies_mapped()
+    plugin.reload()  # the old instance's plugin_shutdown outlives its shutdown timeout
+    assert any("failed to stop" in m for m in capture.messages())
+    assert plugin.call("math.add", {"a": 1, "b": 1}) == {"result": 2}
+    if isolation == "inprocess":
+        # Once the old plugin_shutdown returns (logging "stopped"), its copy is unmapped.
+        assert wait_until(lambda: private_copies_mapped() == mapped, timeout=10)
+    # The handle's callback is still open, but the old instance's gate is not.
+    assert "HelloPlugin (C) stopped" not in capture.messages()
+    with pytest.raises(plugbridge.ShutdownFailed):
+        plugin.shutdown()
