@@ -302,6 +302,27 @@ with plugbridge.load({str(HELLO)!r}) as p:
     assert "host warning reaches stderr" in result.stderr
 
 
+def test_host_logging_setup_is_untouched(tmp_path: Path) -> None:
+    # basicConfig after a plugin is loaded must still configure the root logger, and the
+    # root logger must carry only the host's handlers.
+    script = tmp_path / "host.py"
+    script.write_text(
+        f"""
+import logging, sys, plugbridge
+with plugbridge.load({str(HELLO)!r}) as p:
+    assert logging.getLogger().handlers == [], logging.getLogger().handlers
+    logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="HOST %(message)s")
+    p.call("echo", {{"message": "x"}})
+    logging.getLogger("host").info("configured after load")
+"""
+    )
+    result = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert "HOST configured after load" in result.stdout
+
+
 def test_callback_is_called_from_many_threads_serially(chatty_source: Path) -> None:
     inside = 0
     overlaps = 0

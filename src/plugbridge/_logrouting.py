@@ -6,11 +6,10 @@ Two paths, both ending in the instance's ``InstanceLog``:
   namespace logger carries the instance's level (so a filtered-out ``log.debug`` costs one
   cached check) and one handler, and does not propagate: those records go to this instance
   only, from any thread.
-* Records of other libraries reach a handler on the root logger, installed while at least
-  one instance lives. It attributes a record to the instance whose code runs in the current
-  context (a ContextVar the runtime sets for handlers, hooks, tasks and ``to_thread`` work).
-  It leaves host behaviour alone: where the host configured no handler of its own, it hands
-  the record to ``logging.lastResort`` exactly as logging would have without it.
+* Records of other libraries are attributed when they are created: while at least one
+  instance lives, the log record factory is wrapped, and a new record also goes to the
+  instance whose code runs in the current context (a ContextVar the runtime sets for
+  handlers, hooks, tasks and ``to_thread`` work). The host's handlers are not touched.
 """
 
 from __future__ import annotations
@@ -18,12 +17,12 @@ from __future__ import annotations
 import logging
 import threading
 import traceback
+from collections.abc import Callable
+from typing import Any
 
 from ._levels import LogLevel, from_stdlib, to_stdlib
 from ._logsink import InstanceLog, attributed_instance
-from ._namespace import PluginNamespace
-
-_HOST_PREFIX = "plugbridge"
+from ._namespace import NAMESPACE_PREFIX, PluginNamespace
 
 
 class InstanceLogRouter(logging.Handler):
@@ -39,7 +38,7 @@ class InstanceLogRouter(logging.Handler):
         self.root_logger.propagate = False
         self.root_logger.setLevel(self.threshold)
         self.root_logger.addHandler(self)
-        _ROOT_HANDLER.register()
+        _ATTRIBUTION.register()
         self._registered = True
 
     def context_logger(self, plugin_name: str) -> logging.Logger:
@@ -70,7 +69,7 @@ class InstanceLogRouter(logging.Handler):
         self.log.close()
         if self._registered:
             self._registered = False
-            _ROOT_HANDLER.unregister()
+            _ATTRIBUTION.unregister()
         manager = logging.Logger.manager
         prefix = self.namespace.name
         with _logging_lock():
@@ -107,51 +106,59 @@ def _message(record: logging.LogRecord) -> str:
     return text
 
 
-class _AttributionHandler(logging.Handler):
-    """On the root logger while instances live: gives foreign records to the running one."""
+class _Attribution:
+    """Wraps the log record factory while instances live, to attribute foreign records.
+
+    A record factory, unlike a root handler, changes nothing the host can see: root keeps
+    exactly the host's handlers (so ``basicConfig`` and ``logging.lastResort`` behave as
+    without plugbridge), and every record the host's levels let through is still created
+    and handled as before. The factory only also hands it to the instance whose code is
+    running in the current context.
+    """
 
     def __init__(self) -> None:
-        super().__init__(logging.NOTSET)
         self._users = 0
-        self._users_lock = threading.Lock()
+        self._lock = threading.Lock()
+        self._installed: _AttributingFactory | None = None
 
     def register(self) -> None:
-        with self._users_lock:
+        with self._lock:
             self._users += 1
             if self._users == 1:
-                logging.getLogger().addHandler(self)
+                self._installed = _AttributingFactory(logging.getLogRecordFactory())
+                logging.setLogRecordFactory(self._installed)
 
     def unregister(self) -> None:
-        with self._users_lock:
+        with self._lock:
             self._users -= 1
-            if self._users == 0:
-                logging.getLogger().removeHandler(self)
+            if self._users == 0 and self._installed is not None:
+                installed, self._installed = self._installed, None
+                installed.active = False  # inert even if someone wrapped it meanwhile
+                if logging.getLogRecordFactory() is installed:
+                    logging.setLogRecordFactory(installed.previous)
 
-    def handle(self, record: logging.LogRecord) -> bool:
+
+class _AttributingFactory:
+    __slots__ = ("active", "previous")
+
+    def __init__(self, previous: Callable[..., logging.LogRecord]) -> None:
+        self.previous = previous
+        self.active = True
+
+    def __call__(self, *args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = self.previous(*args, **kwargs)
         router = attributed_instance.get()
-        if isinstance(router, InstanceLogRouter) and not record.name.startswith(_HOST_PREFIX):
+        if (
+            router is not None
+            and self.active
+            and isinstance(router, InstanceLogRouter)
+            and not record.name.startswith(_NOT_FOREIGN)
+        ):
             router.deliver(record)
-        self._stand_in_for_last_resort(record)
-        return True
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.handle(record)
-
-    def _stand_in_for_last_resort(self, record: logging.LogRecord) -> None:
-        last_resort = logging.lastResort
-        if last_resort is None or record.levelno < last_resort.level:
-            return
-        found = logging.Logger.manager.loggerDict.get(record.name)
-        logger: logging.Logger | None = (
-            found if isinstance(found, logging.Logger) else logging.getLogger()
-        )
-        while logger is not None:
-            if any(h is not self for h in logger.handlers):
-                return
-            if not logger.propagate:
-                break
-            logger = logger.parent
-        last_resort.handle(record)
+        return record
 
 
-_ROOT_HANDLER = _AttributionHandler()
+_NOT_FOREIGN = (NAMESPACE_PREFIX, "plugbridge")
+"""Records of plugin loggers (routed by name) and of plugbridge itself (the host's)."""
+
+_ATTRIBUTION = _Attribution()
