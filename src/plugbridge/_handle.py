@@ -33,6 +33,8 @@ class PluginHandle:
         self._host_log = sink.instance_log()
         self._swap_lock = threading.RLock()
         self._closed = False
+        self._retired_rejections = 0
+        """Refusals counted inside instances that a reload replaced."""
         self._transport: Transport = factory(None)
 
     # -- calls -------------------------------------------------------------------------
@@ -106,7 +108,7 @@ class PluginHandle:
 
     @property
     def rejected_request_count(self) -> int:
-        return self._limiter.rejected + self._transport.rejected_count
+        return self._limiter.rejected + self._retired_rejections + self._transport.rejected_count
 
     @property
     def log_level(self) -> LogLevel:
@@ -151,6 +153,8 @@ class PluginHandle:
                     f"reload of {self.metadata.name!r} stands, but the previous instance "
                     f"failed to stop: {exc.message}",
                 )
+            finally:
+                self._retired_rejections += old.rejected_count
 
     def shutdown(self, timeout: float | None = None) -> None:
         """Stop the plugin within ``timeout`` (default: the config's); idempotent."""
