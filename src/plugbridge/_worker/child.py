@@ -1,0 +1,124 @@
+"""The worker process: greet the host, build the plugin instance, then serve it.
+
+Run as ``python -m plugbridge._worker --channel-fd N --host-pid P``. The channel is a
+socket inherited as fd N, never fd 1: whatever the plugin prints goes to stdout and stderr,
+which the host reads as log records. The worker dies with its host: by ``PR_SET_PDEATHSIG``
+on Linux, and by the end of the channel everywhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import faulthandler
+import io
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NoReturn
+
+from .._config import PluginConfig
+from .._errors import ErrorCode, PluginError, describe_exception
+from .._levels import LogLevel
+from .._logsink import LogSink
+from .._sources import NativeSource, PythonSource, Source
+from .._transport import Transport
+from .protocol import (
+    PROTOCOL_VERSION,
+    Channel,
+    HostMessage,
+    Log,
+    NativePlugin,
+    ProtocolError,
+    Ready,
+    Start,
+    StartFailed,
+)
+from .protocol import Hello as HelloMessage
+from .server import WorkerServer, exit_now, fatal, send
+
+_PR_SET_PDEATHSIG = 1
+
+
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    parser = argparse.ArgumentParser(prog="python -m plugbridge._worker")
+    parser.add_argument("--channel-fd", type=int, required=True)
+    parser.add_argument("--host-pid", type=int, required=True)
+    args = parser.parse_args(argv)
+    _die_with_host(args.host_pid)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the host decides when its workers stop
+    os.set_inheritable(args.channel_fd, False)  # plugin subprocesses must not hold it open
+    faulthandler.enable()  # a segfault's traceback reaches the host as WARN records
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        sys.stdout.reconfigure(line_buffering=True)
+    channel: Channel[HostMessage] = Channel(socket.socket(fileno=args.channel_fd), HostMessage)
+    send(channel, HelloMessage(PROTOCOL_VERSION, os.getpid()))
+    try:
+        first = channel.receive()
+    except ProtocolError as exc:
+        fatal(channel, f"protocol error: {exc}")
+    except OSError:
+        exit_now(0)
+    if first is None:
+        exit_now(0)
+    if not isinstance(first, Start):
+        fatal(channel, f"expected a Start frame, got {type(first).__name__}")
+    if first.protocol != PROTOCOL_VERSION:
+        send(
+            channel,
+            StartFailed(
+                int(ErrorCode.INITIALIZATION_FAILED),
+                f"host speaks worker protocol {first.protocol}, this worker {PROTOCOL_VERSION}",
+            ),
+        )
+        exit_now(0)
+    transport, sink = _start(channel, first)
+    WorkerServer(channel, transport, sink).run()
+
+
+def _die_with_host(host_pid: int) -> None:
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):
+            pass  # the end of the channel still ends the worker
+    if os.getppid() != host_pid:
+        os._exit(0)  # the host died before the kernel was told to watch it
+
+
+def _start(channel: Channel[HostMessage], start: Start) -> tuple[Transport, LogSink]:
+    from .._load import start_local
+
+    for entry in start.sys_path:
+        if entry not in sys.path:
+            sys.path.append(entry)
+    deadline = None if start.start_timeout is None else time.monotonic() + start.start_timeout
+
+    def forward(level: LogLevel, target: str, message: str) -> None:
+        send(channel, Log(int(level), target, message))
+
+    try:
+        config = PluginConfig.coerce(start.config)
+        sink = LogSink(forward, config.log_level)
+        transport = start_local(_source(start), config, sink, deadline)
+    except PluginError as exc:
+        send(channel, StartFailed(int(exc.code), exc.message))
+        exit_now(0)
+    except BaseException as exc:
+        send(channel, StartFailed(int(ErrorCode.INITIALIZATION_FAILED), describe_exception(exc)))
+        exit_now(0)
+    meta = transport.metadata
+    send(channel, Ready(meta.name, meta.version, list(meta.type_tags)))
+    return transport, sink
+
+
+def _source(start: Start) -> Source:
+    source = start.source
+    if isinstance(source, NativePlugin):
+        return NativeSource(Path(source.path))
+    return PythonSource(Path(source.search_dir), source.module, source.class_name)

@@ -1,0 +1,179 @@
+"""``WorkerTransport``: a plugin instance in a worker process, behind the usual Transport.
+
+Requests cross as JSON: the host encodes a ``call`` request exactly as the in-process
+runtime would see it, the worker runs ``call_json`` on its own in-process (or native)
+transport, and errors come back as their code and message, raised here as the same
+``PluginError`` classes. A crash fails the session (``PluginCrashed``); with
+``restart_on_crash`` a fresh session replaces it, within ``RestartPolicy`` limits.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from .._config import PluginConfig
+from .._errors import PluginError, SerializationError, ShutdownFailed
+from .._levels import LogLevel
+from .._lifecycle import LifecycleState
+from .._logsink import LogSink
+from .._routes import decode_json, encode_json
+from .._sources import Source
+from .._transport import PluginMetadata, Release, Transport
+from .restart import RestartPolicy
+from .session import WorkerSession
+
+RESTART_START_TIMEOUT = 30.0
+"""Seconds a restarted worker may take to become ACTIVE."""
+
+
+class WorkerTransport(Transport):
+    """One plugin instance hosted by a worker process (and its restarts, if enabled)."""
+
+    def __init__(self, source: Source, config: PluginConfig, sink: LogSink) -> None:
+        self._source = source
+        self._config = config
+        self._sink = sink
+        self._log = sink.instance_log()
+        self._policy = RestartPolicy(
+            config.max_restarts, config.restart_window, config.restart_backoff
+        )
+        self._lock = threading.Lock()
+        self._closing = threading.Event()
+        self._restarter: threading.Thread | None = None
+        self._rejected_before = 0
+        self._session: WorkerSession | None = None
+        self.metadata = PluginMetadata("", "", ())
+
+    @classmethod
+    def start(
+        cls, source: Source, config: PluginConfig, sink: LogSink, deadline: float | None
+    ) -> WorkerTransport:
+        """Start a worker with a fresh instance; ``InitializationFailed`` if it cannot."""
+        transport = cls(source, config, sink)
+        try:
+            transport._session = transport._launch(deadline)
+        except BaseException:
+            transport._log.close()
+            raise
+        return transport
+
+    def _launch(self, deadline: float | None) -> WorkerSession:
+        session = WorkerSession.launch(
+            self._source, self._config, self._sink, deadline, self._on_crash
+        )
+        self.metadata = session.metadata
+        return session
+
+    @property
+    def _current(self) -> WorkerSession:
+        session = self._session
+        assert session is not None
+        return session
+
+    # -- Transport ---------------------------------------------------------------------
+
+    @property
+    def state(self) -> LifecycleState:
+        return self._current.state
+
+    @property
+    def rejected_count(self) -> int:
+        return self._rejected_before + self._current.rejected
+
+    def call(self, type_tag: str, request: Any, timeout: float | None, release: Release) -> Any:
+        return decode_json(
+            self._current.call(type_tag, _encode(request, release), timeout, release)
+        )
+
+    def call_json(
+        self, type_tag: str, payload: bytes, timeout: float | None, release: Release
+    ) -> bytes:
+        result: bytes = self._current.call(type_tag, payload, timeout, release)
+        return result
+
+    async def acall(
+        self, type_tag: str, request: Any, timeout: float | None, release: Release
+    ) -> Any:
+        payload = _encode(request, release)
+        return decode_json(await self._current.acall(type_tag, payload, timeout, release))
+
+    def set_log_level(self, level: LogLevel) -> None:
+        self._current.set_level(level)
+
+    def shutdown(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            if self._closing.is_set():
+                return
+            self._closing.set()
+            restarter = self._restarter
+        try:
+            if restarter is not None:
+                restarter.join(max(0.0, deadline - time.monotonic()))
+            problem = self._current.stop(max(0.0, deadline - time.monotonic()))
+        finally:
+            self._log.close()
+        if problem:
+            raise ShutdownFailed(f"plugin {self.metadata.name!r}: {problem}")
+
+    # -- restarts ----------------------------------------------------------------------
+
+    def _on_crash(self, session: WorkerSession) -> None:
+        """On the dead session's reader thread: maybe schedule a fresh worker."""
+        if not self._config.restart_on_crash or self._closing.is_set():
+            return
+        name = self.metadata.name
+        delay = self._policy.next_delay(time.monotonic())
+        if delay is None:
+            self._log.emit(
+                LogLevel.ERROR,
+                "plugbridge",
+                f"plugin {name!r}: not restarting its worker: {self._policy.max_restarts} "
+                f"restart(s) within {self._policy.window}s already",
+            )
+            return
+        self._log.emit(
+            LogLevel.WARN,
+            "plugbridge",
+            f"plugin {name!r}: restarting its worker in {delay:.2f}s (restart "
+            f"{self._policy.used} of {self._policy.max_restarts} within {self._policy.window}s)",
+        )
+        thread = threading.Thread(
+            target=self._restart, args=(session, delay), name="plugbridge-restart", daemon=True
+        )
+        with self._lock:
+            if self._closing.is_set():
+                return
+            self._restarter = thread
+            thread.start()
+
+    def _restart(self, dead: WorkerSession, delay: float) -> None:
+        if self._closing.wait(delay):
+            return
+        try:
+            fresh = self._launch(time.monotonic() + RESTART_START_TIMEOUT)
+        except PluginError as exc:
+            self._log.emit(
+                LogLevel.ERROR,
+                "plugbridge",
+                f"plugin {self.metadata.name!r}: restarting its worker failed: {exc.message}",
+            )
+            self._on_crash(dead)
+            return
+        fresh.set_level(self._sink.level)
+        with self._lock:
+            if not self._closing.is_set():
+                self._rejected_before += dead.rejected
+                self._session = fresh
+                return
+        fresh.stop(self._config.shutdown_timeout)  # shutdown began while it started
+
+
+def _encode(request: Any, release: Release) -> bytes:
+    try:
+        return encode_json(request)
+    except SerializationError:
+        release()
+        raise
