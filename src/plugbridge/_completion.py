@@ -9,22 +9,23 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Callable
 from typing import Any
 
-from ._errors import PluginError
+from ._errors import Cancelled, PluginError
 
 
 class Completion:
     """Settled once; the base wakes nobody (subclasses say how the waiter is woken)."""
 
-    __slots__ = ("_claim", "error", "task", "value")
+    __slots__ = ("_claim", "error", "on_abandon", "value")
 
     def __init__(self) -> None:
         self._claim = threading.Lock()
         self.value: Any = None
         self.error: PluginError | None = None
-        self.task: Any = None
-        """Where the work runs, for cancelling it when the waiter gives up (transport's)."""
+        self.on_abandon: Callable[[], object] | None = None
+        """Stops the work (e.g. cancels its task) when the waiter gives up; set by the worker."""
 
     @property
     def settled(self) -> bool:
@@ -37,6 +38,14 @@ class Completion:
         self.value = value
         self.error = error
         self._wake()
+        return True
+
+    def give_up(self, error: PluginError) -> bool:
+        """Settle with ``error`` for a waiter that stops waiting, and stop the work."""
+        if not self.settle(None, error):
+            return False
+        if self.on_abandon is not None:
+            self.on_abandon()
         return True
 
     def _wake(self) -> None:
@@ -65,6 +74,12 @@ class ThreadCompletion(Completion):
         """Block until settled or ``timeout`` passes; say whether it was settled."""
         return self._ready.acquire(timeout=-1 if timeout is None else timeout)
 
+    def result(self, timeout: float | None, timed_out: Callable[[], PluginError]) -> Any:
+        """The outcome, or the ``timed_out()`` error once ``timeout`` seconds have passed."""
+        if not self.wait(timeout) and not self.give_up(timed_out()):
+            self.wait(None)  # the work settled it just in time
+        return self.outcome()
+
 
 class LoopCompletion(Completion):
     """Awaited by a task on a (possibly different) event loop."""
@@ -89,6 +104,17 @@ class LoopCompletion(Completion):
             return True
         done, _ = await asyncio.wait((self.future,), timeout=timeout)
         return bool(done)
+
+    async def result(self, timeout: float | None, timed_out: Callable[[], PluginError]) -> Any:
+        """The outcome; ``timed_out()`` after ``timeout``; the work stops if we are cancelled."""
+        try:
+            settled = await self.wait(timeout)
+        except asyncio.CancelledError:
+            self.give_up(Cancelled("call cancelled by the caller"))
+            raise
+        if not settled and not self.give_up(timed_out()):
+            await self.wait(None)
+        return self.outcome()
 
 
 def _set_done(future: asyncio.Future[None]) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -72,6 +73,10 @@ class PluginConfig:
             except TypeError as exc:
                 raise ConfigError(str(exc)) from None
         raise ConfigError(f"config must be a PluginConfig or a dict, not {type(value).__name__}")
+
+    def thread_count(self) -> int:
+        """Threads for sync plugin work: ``worker_threads``, or min(32, cpus + 4)."""
+        return self.worker_threads or min(32, (os.cpu_count() or 1) + 4)
 
     def to_wire(self) -> dict[str, Any]:
         """The JSON config shape of the rustbridge C ABI (CONTRACT section 5)."""

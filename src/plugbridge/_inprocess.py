@@ -1,7 +1,7 @@
 """The in-process transport: a Python plugin instance living in the host's own process.
 
 The instance owns a private module namespace, an event loop on its own thread (async
-handlers, hooks and the tasks they spawn), a small daemon pool for sync handlers that must
+handlers, hooks and the tasks they spawn), an ``Offload`` pool for sync handlers that must
 not block their caller, and a log router. Sync handlers without a timeout run inline on the
 caller's thread: the fastest path, with the instance's log attribution set around them.
 """
@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import inspect
-import os
 import sys
 import time
 from collections.abc import Callable, Coroutine
@@ -19,6 +18,7 @@ from typing import Any
 
 import msgspec
 
+from ._callgate import CallGate
 from ._completion import Completion, LoopCompletion, ThreadCompletion
 from ._config import PluginConfig
 from ._errors import (
@@ -38,20 +38,13 @@ from ._logrouting import InstanceLogRouter
 from ._logsink import LogSink, attributed_instance
 from ._loopthread import LoopThread
 from ._namespace import PluginNamespace
+from ._offload import Offload
 from ._plugin import Plugin, PluginContext
 from ._routes import PLAIN_TYPES, Route, RouteTable
 from ._sources import PythonSource
-from ._threadpool import DaemonThreadPool
-from ._transport import PluginMetadata, Release, Transport
-
-DRAIN_SHARE = 0.75
-"""Share of the shutdown timeout given to calls in flight; the rest is for ``on_stop``."""
+from ._transport import DRAIN_SHARE, PluginMetadata, Release, Transport
 
 Encode = Callable[[Any], Any]
-
-
-def default_worker_threads() -> int:
-    return min(32, (os.cpu_count() or 1) + 4)
 
 
 class InProcessTransport(Transport):
@@ -61,6 +54,7 @@ class InProcessTransport(Transport):
         self._config = config
         self._sink = sink
         self._lifecycle = Lifecycle()
+        self._gate = CallGate()
         self._namespace = PluginNamespace(source)
         self._router = InstanceLogRouter(self._namespace, sink.instance_log(), sink.level)
         self._context = contextvars.Context()
@@ -70,11 +64,9 @@ class InProcessTransport(Transport):
         self._get_route: Callable[[str], Route | None] = _no_route
         self._ctx: PluginContext | None = None
         self._loop: LoopThread | None = None
-        self._pool: DaemonThreadPool | None = None
-        self._inflight: list[None] = []
-        self._pending: set[Completion] = set()
-        self._accepting = False
+        self._offload: Offload | None = None
         self._cancelled = False
+        self._stopping = False
         self.metadata = PluginMetadata(source.module, "", ())
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -91,21 +83,7 @@ class InProcessTransport(Transport):
     def _start(self, deadline: float | None) -> None:
         self._lifecycle.move(LifecycleState.STARTING)
         try:
-            token = attributed_instance.set(self._router)  # module code is the plugin's
-            try:
-                plugin_class = self._namespace.load()
-                try:
-                    plugin = plugin_class()
-                    routes = RouteTable(plugin)
-                except InitializationFailed:
-                    raise
-                except BaseException as exc:
-                    raise InitializationFailed(
-                        f"cannot create plugin {plugin_class.__qualname__}: "
-                        f"{describe_exception(exc)}"
-                    ) from None
-            finally:
-                attributed_instance.reset(token)
+            plugin_class, plugin, routes = self._construct()
             name = str(plugin_class.name or self._namespace.source.module)
             self._sink.name_plugin(name)
             self.metadata = PluginMetadata(name, str(plugin_class.version), routes.type_tags)
@@ -114,10 +92,10 @@ class InProcessTransport(Transport):
             self._ctx = PluginContext(
                 self._config, self._router.context_logger(name), self._lifecycle
             )
-            threads = self._config.worker_threads or default_worker_threads()
-            number = self._namespace.name.rpartition("_")[2]
-            self._pool = DaemonThreadPool(threads, f"plugbridge-{name}-{number}-sync")
-            self._loop = LoopThread(f"plugbridge-{name}-{number}", self._context, threads)
+            threads = self._config.thread_count()
+            label = f"plugbridge-{name}-{self._namespace.name.rpartition('_')[2]}"
+            self._offload = Offload(threads, f"{label}-sync")
+            self._loop = LoopThread(label, self._context, threads)
             try:
                 self._run_hook("on_start", deadline)
             except TimeoutError:
@@ -130,11 +108,28 @@ class InProcessTransport(Transport):
             self._lifecycle.try_move(LifecycleState.FAILED)
             self._teardown(time.monotonic() + self._config.shutdown_timeout)
             raise
-        self._accepting = True
+        self._gate.open()
         self._lifecycle.move(LifecycleState.ACTIVE)
 
+    def _construct(self) -> tuple[type[Plugin], Plugin, RouteTable]:
+        """Import the module and build the plugin object (module code is the plugin's)."""
+        token = attributed_instance.set(self._router)
+        try:
+            plugin_class = self._namespace.load()
+            try:
+                plugin = plugin_class()
+                return plugin_class, plugin, RouteTable(plugin)
+            except InitializationFailed:
+                raise
+            except BaseException as exc:
+                raise InitializationFailed(
+                    f"cannot create plugin {plugin_class.__qualname__}: {describe_exception(exc)}"
+                ) from None
+        finally:
+            attributed_instance.reset(token)
+
     def _run_hook(self, name: str, deadline: float | None) -> None:
-        assert self._loop is not None and self._plugin is not None
+        assert self._loop is not None
         hook = getattr(self._plugin, name)
         ctx = self._ctx
 
@@ -153,13 +148,16 @@ class InProcessTransport(Transport):
         self._router.set_level(level)
 
     def shutdown(self, timeout: float) -> None:
-        if not self._lifecycle.try_move(LifecycleState.STOPPING):
-            return  # already stopping or stopped: idempotent
-        self._accepting = False
+        if self._stopping or not self._lifecycle.try_move(LifecycleState.STOPPING):
+            return  # already stopping, stopped, or failed to stop: idempotent
+        self._stopping = True
+        self._gate.close()
         start = time.monotonic()
         deadline = start + timeout
-        if not self._drain(start + timeout * DRAIN_SHARE):
-            self._cancel_inflight()
+        if not self._gate.wait_idle(start + timeout * DRAIN_SHARE):
+            self._cancelled = True
+            assert self._offload is not None
+            self._offload.cancel_all()
         problems: list[str] = []
         try:
             self._run_hook("on_stop", deadline)
@@ -173,29 +171,12 @@ class InProcessTransport(Transport):
             raise ShutdownFailed(f"plugin {self.metadata.name!r}: {'; '.join(problems)}")
         self._lifecycle.move(LifecycleState.STOPPED)
 
-    def _drain(self, deadline: float) -> bool:
-        pause = 0.0005
-        while self._inflight:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return False
-            time.sleep(min(pause, left))
-            pause = min(pause * 2, 0.01)
-        return True
-
-    def _cancel_inflight(self) -> None:
-        self._cancelled = True
-        for completion in list(self._pending):
-            completion.settle(None, Cancelled("call cancelled: the plugin is shutting down"))
-        if self._loop is not None:
-            self._loop.call_soon(_cancel_tasks, list(self._pending))
-
-    def _teardown(self, deadline: float) -> list[str]:
-        """Release everything the instance holds; say what had to be abandoned."""
+    def _teardown(self, deadline: float) -> None:
+        """Release everything the instance holds; say (WARN) what had to be abandoned."""
         leftovers: list[str] = []
         if self._loop is not None and not self._loop.stop(deadline):
             leftovers.append("its event loop thread did not stop in time and was abandoned")
-        if self._pool is not None and not self._pool.shutdown(deadline):
+        if self._offload is not None and not self._offload.shutdown(deadline):
             leftovers.append("a sync handler thread still running was abandoned")
         if leftovers:
             self._router.log.emit(
@@ -209,52 +190,33 @@ class InProcessTransport(Transport):
         if self._routes is not None:
             self._routes.clear()
         self._plugin = None
-        self._pending.clear()
-        return leftovers
 
     # -- calls -------------------------------------------------------------------------
 
-    def _refusal(self, type_tag: object) -> PluginError:
-        if not self._accepting:
-            return InvalidState(
-                f"plugin {self.metadata.name!r} is {self._lifecycle.state.name}; calls need ACTIVE"
-            )
-        if type(type_tag) is not str:
-            return UnknownMessageType(f"type_tag must be a str, not {type(type_tag).__name__}")
-        return UnknownMessageType(f"plugin {self.metadata.name!r} has no handler for {type_tag!r}")
-
     def _admit(self, type_tag: str, release: Release) -> Route:
         """Admit a call (counted in flight) or raise with everything released."""
-        self._inflight.append(None)
-        try:
-            route = self._get_route(type_tag) if self._accepting else None
-        except TypeError:  # an unhashable type tag
-            route = None
-        if route is None:
-            self._leave(release)
-            raise self._refusal(type_tag)
-        return route
+        if self._gate.enter():
+            try:
+                route = self._get_route(type_tag)
+            except TypeError:  # an unhashable type tag
+                route = None
+            if route is not None:
+                return route
+            self._gate.leave()
+            release()
+            if type(type_tag) is not str:
+                raise UnknownMessageType(f"type_tag must be a str, not {type(type_tag).__name__}")
+            raise UnknownMessageType(
+                f"plugin {self.metadata.name!r} has no handler for {type_tag!r}"
+            )
+        release()
+        raise InvalidState(
+            f"plugin {self.metadata.name!r} is {self._lifecycle.state.name}; calls need ACTIVE"
+        )
 
     def _leave(self, release: Release) -> None:
-        self._inflight.pop()
+        self._gate.leave()
         release()
-
-    def _run_inline(self, route: Route, value: Any, release: Release) -> Any:
-        """Run a sync handler on the caller's thread, attributed to this instance."""
-        token = attributed_instance.set(self._router)
-        try:
-            result = route.method(self._ctx, value)
-        except (PluginError, KeyboardInterrupt):
-            raise
-        except BaseException as exc:
-            raise HandlerError(describe_exception(exc)) from exc
-        finally:
-            attributed_instance.reset(token)
-            self._inflight.pop()
-            release()
-        if self._cancelled:
-            raise Cancelled("call cancelled: the plugin shut down while it ran")
-        return result
 
     def call(self, type_tag: str, request: Any, timeout: float | None, release: Release) -> Any:
         route = self._admit(type_tag, release)
@@ -270,7 +232,9 @@ class InProcessTransport(Transport):
             self._leave(release)
             raise
         if timeout is not None or route.is_async:
-            return self._wait(route, value, timeout, release, route.response_to_object)
+            completion = ThreadCompletion()
+            self._hand_off(route, value, completion, release, route.response_to_object)
+            return completion.result(timeout, lambda: _timed_out(route, timeout))
         result = self._run_inline(route, value, release)
         try:
             return route.to_object(result)
@@ -287,7 +251,9 @@ class InProcessTransport(Transport):
             self._leave(release)
             raise
         if timeout is not None or route.is_async:
-            data: bytes = self._wait(route, value, timeout, release, route.response_to_json)
+            completion = ThreadCompletion()
+            self._hand_off(route, value, completion, release, route.response_to_json)
+            data: bytes = completion.result(timeout, lambda: _timed_out(route, timeout))
             return data
         result = self._run_inline(route, value, release)
         try:
@@ -306,75 +272,60 @@ class InProcessTransport(Transport):
             self._leave(release)
             raise
         self._hand_off(route, value, completion, release, route.response_to_object)
+        return await completion.result(timeout, lambda: _timed_out(route, timeout))
+
+    def _run_inline(self, route: Route, value: Any, release: Release) -> Any:
+        """Run a sync handler on the caller's thread, attributed to this instance."""
+        token = attributed_instance.set(self._router)
         try:
-            settled = await completion.wait(timeout)
-        except asyncio.CancelledError:
-            self._give_up(completion, Cancelled("call cancelled by the caller"))
+            result = route.method(self._ctx, value)
+        except (PluginError, KeyboardInterrupt):
             raise
-        if not settled and not self._give_up(completion, _timeout_error(route, timeout)):
-            await completion.wait(None)
-        return completion.outcome()
-
-    def _wait(
-        self, route: Route, value: Any, timeout: float | None, release: Release, encode: Encode
-    ) -> Any:
-        """Run the call off the caller's thread and block for it, at most ``timeout``."""
-        completion = ThreadCompletion()
-        self._hand_off(route, value, completion, release, encode)
-        if not completion.wait(timeout) and not self._give_up(
-            completion, _timeout_error(route, timeout)
-        ):
-            completion.wait(None)
-        return completion.outcome()
-
-    def _give_up(self, completion: Completion, error: PluginError) -> bool:
-        """Settle a call the caller no longer waits for; cancel its task if it has one."""
-        if not completion.settle(None, error):
-            return False
-        task = completion.task
-        if task is not None and self._loop is not None:
-            self._loop.loop.call_soon_threadsafe(task.cancel)
-        return True
+        except BaseException as exc:
+            raise HandlerError(describe_exception(exc)) from exc
+        finally:
+            attributed_instance.reset(token)
+            self._gate.leave()
+            release()
+        if self._cancelled:
+            raise Cancelled("call cancelled: the plugin shut down while it ran")
+        return result
 
     def _hand_off(
         self, route: Route, value: Any, completion: Completion, release: Release, encode: Encode
     ) -> None:
-        """Start the call on the instance's loop (async) or pool (sync)."""
+        """Start the call on the instance's loop (async) or its offload pool (sync)."""
         assert self._loop is not None
-        assert self._pool is not None
-        self._pending.add(completion)
+        assert self._offload is not None
         if route.is_async:
+            self._offload.pending.add(completion)
             self._loop.call_soon(self._start_task, route, value, completion, release, encode)
             return
-        try:
-            self._pool.submit(lambda: self._run_pooled(route, value, completion, release, encode))
-        except RuntimeError:
-            self._pending.discard(completion)
-            self._leave(release)
-            completion.settle(None, InvalidState("plugin is shutting down"))
+        router, ctx, method = self._router, self._ctx, route.method
 
-    def _run_pooled(
-        self, route: Route, value: Any, completion: Completion, release: Release, encode: Encode
-    ) -> None:
-        token = attributed_instance.set(self._router)
-        try:
-            completion.settle(encode(route.method(self._ctx, value)), None)
-        except PluginError as exc:
-            completion.settle(None, exc)
-        except BaseException as exc:
-            completion.settle(None, HandlerError(describe_exception(exc)))
-        finally:
-            attributed_instance.reset(token)
-            self._pending.discard(completion)
-            self._leave(release)
+        def work() -> Any:
+            token = attributed_instance.set(router)
+            try:
+                return encode(method(ctx, value))
+            finally:
+                attributed_instance.reset(token)
+
+        self._offload.run(completion, work, lambda: self._leave(release), _handler_error)
 
     def _start_task(
         self, route: Route, value: Any, completion: Completion, release: Release, encode: Encode
     ) -> None:
         """On the loop thread: run an async handler as a task of the instance's loop."""
         assert self._loop is not None
-        coro = self._run_async(route, value, completion, release, encode)
-        completion.task = start_task(self._loop.loop, coro)
+        loop = self._loop.loop
+        task: asyncio.Task[None] | None = None
+
+        def cancel() -> None:  # runs on the loop thread, after ``task`` is bound
+            if task is not None:
+                task.cancel()
+
+        completion.on_abandon = lambda: loop.call_soon_threadsafe(cancel)
+        task = start_task(loop, self._run_async(route, value, completion, release, encode))
 
     async def _run_async(
         self, route: Route, value: Any, completion: Completion, release: Release, encode: Encode
@@ -390,21 +341,26 @@ class InProcessTransport(Transport):
         except PluginError as exc:
             completion.settle(None, exc)
         except BaseException as exc:
-            completion.settle(None, HandlerError(describe_exception(exc)))
+            completion.settle(None, _handler_error(exc))
         finally:
-            self._pending.discard(completion)
+            assert self._offload is not None
+            self._offload.pending.discard(completion)
             self._leave(release)
 
 
 if sys.version_info >= (3, 12):
 
-    def start_task(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, None]) -> Any:
+    def start_task(
+        loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, None]
+    ) -> asyncio.Task[None]:
         """Run the first step at once, as 3.12's eager tasks do: one loop iteration saved."""
         return asyncio.Task(coro, loop=loop, eager_start=True)  # type: ignore[call-arg,unused-ignore]
 
 else:
 
-    def start_task(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, None]) -> Any:
+    def start_task(
+        loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, None]
+    ) -> asyncio.Task[None]:
         return loop.create_task(coro)
 
 
@@ -412,12 +368,9 @@ def _no_route(type_tag: str) -> Route | None:
     return None
 
 
-def _cancel_tasks(completions: list[Completion]) -> None:
-    for completion in completions:
-        task = completion.task
-        if isinstance(task, asyncio.Task):
-            task.cancel()
+def _handler_error(exc: BaseException) -> PluginError:
+    return HandlerError(describe_exception(exc))
 
 
-def _timeout_error(route: Route, timeout: float | None) -> Timeout:
+def _timed_out(route: Route, timeout: float | None) -> Timeout:
     return Timeout(f"call {route.type_tag!r} exceeded its timeout of {timeout}s")

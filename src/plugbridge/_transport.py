@@ -17,6 +17,10 @@ from typing import Any
 from ._levels import LogLevel
 from ._lifecycle import LifecycleState
 
+DRAIN_SHARE = 0.75
+"""Share of the shutdown timeout given to calls in flight; the rest is for stopping the plugin
+(``on_stop``, ``plugin_shutdown``), so a hung call never leaves it no time at all."""
+
 Release = Callable[[], None]
 """Called exactly once per call when the plugin's work for it has really ended."""
 

@@ -17,15 +17,13 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
-import os
-import threading
 import time
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
+from .._callgate import CallGate
 from .._completion import Completion, LoopCompletion, ThreadCompletion
 from .._config import PluginConfig
 from .._errors import (
@@ -42,27 +40,19 @@ from .._errors import (
 from .._levels import LogLevel
 from .._lifecycle import Lifecycle, LifecycleState
 from .._logsink import LogSink
+from .._offload import Offload
 from .._sources import NativeSource
-from .._threadpool import DaemonThreadPool
-from .._transport import PluginMetadata, Release, Transport
+from .._transport import DRAIN_SHARE, PluginMetadata, Release, Transport
 from .abi import Abi
 from .bounded import run_bounded
-from .callgate import CallGate
 from .envelope import decode_json, decode_value, take
 from .library import PrivateLibrary
 from .trampoline import LogTrampoline
-
-DRAIN_SHARE = 0.75
-"""Share of the shutdown timeout given to calls in flight; the rest is for plugin_shutdown."""
 
 _STATES = frozenset(int(state) for state in LifecycleState)
 _encode = msgspec.json.encode
 _string_at = ctypes.string_at
 _byref = ctypes.byref
-
-
-def default_worker_threads() -> int:
-    return min(32, (os.cpu_count() or 1) + 4)
 
 
 class NativeTransport(Transport):
@@ -80,10 +70,9 @@ class NativeTransport(Transport):
         self._handle: int | None = None
         self._call: Any = None
         self._free: Any = None
-        self._pool: DaemonThreadPool | None = None
-        self._pool_lock = threading.Lock()
-        self._pool_closed = False
-        self._pending: set[Completion] = set()
+        self._offload = Offload(
+            config.thread_count(), f"plugbridge-{plugin_name(source.path)}-call"
+        )
         self._cancelled = False
         self._shutdown_begun = False
         self._final_rejected = 0
@@ -196,7 +185,8 @@ class NativeTransport(Transport):
         self._gate.close()
         drained = self._gate.wait_idle(start + timeout * DRAIN_SHARE)
         if not drained:
-            self._cancel_inflight()
+            self._cancelled = True
+            self._offload.cancel_all()
         abi, handle = self._abi, self._handle
         assert abi is not None
         self._final_rejected = int(abi.get_rejected_count(handle))
@@ -221,7 +211,7 @@ class NativeTransport(Transport):
         self._trampoline.close()  # no record reaches the callback once shutdown returns
         if finished:
             self._gate.when_idle(self._unload)
-        self._stop_pool(deadline if drained else time.monotonic())
+        self._offload.shutdown(deadline if drained else time.monotonic())
         if problems:
             self._lifecycle.move(LifecycleState.FAILED)
             raise ShutdownFailed(f"native plugin {self.metadata.name!r}: {'; '.join(problems)}")
@@ -230,23 +220,11 @@ class NativeTransport(Transport):
     def _late_shutdown(self, stopped: object) -> None:
         self._gate.when_idle(self._unload)
 
-    def _cancel_inflight(self) -> None:
-        self._cancelled = True
-        for completion in list(self._pending):
-            completion.settle(None, Cancelled("call cancelled: the plugin is shutting down"))
-
     def _unload(self) -> None:
         """Unmap the private copy: plugin_shutdown has returned and no thread is inside."""
         self._call = self._free = self._abi = None
         if self._library is not None:
             self._library.close()
-
-    def _stop_pool(self, deadline: float) -> None:
-        with self._pool_lock:
-            self._pool_closed = True
-            pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.shutdown(deadline)
 
     # -- calls -------------------------------------------------------------------------
 
@@ -269,15 +247,8 @@ class NativeTransport(Transport):
             release()
             raise
         tag = self._admit(type_tag, release)
-        self._offload(tag, payload, completion, release, decode_value)
-        try:
-            settled = await completion.wait(timeout)
-        except asyncio.CancelledError:
-            completion.settle(None, Cancelled("call cancelled by the caller"))
-            raise
-        if not settled and not completion.settle(None, _timeout(type_tag, timeout)):
-            await completion.wait(None)
-        return completion.outcome()
+        self._offload_call(tag, payload, completion, release, decode_value)
+        return await completion.result(timeout, lambda: _timeout(type_tag, timeout))
 
     def _admit(self, type_tag: str, release: Release) -> bytes:
         """Enter the gate for one call, or raise with ``release`` called."""
@@ -311,53 +282,27 @@ class NativeTransport(Transport):
                 raise Cancelled("call cancelled: the plugin shut down while it ran")
             return decode(code, data)
         completion = ThreadCompletion()
-        self._offload(tag, payload, completion, release, decode)
-        if not completion.wait(timeout) and not completion.settle(
-            None, _timeout(type_tag, timeout)
-        ):
-            completion.wait(None)
-        return completion.outcome()
+        self._offload_call(tag, payload, completion, release, decode)
+        return completion.result(timeout, lambda: _timeout(type_tag, timeout))
 
-    def _offload(
+    def _offload_call(
         self, tag: bytes, payload: bytes, completion: Completion, release: Release, decode: Any
     ) -> None:
         """Run an admitted call on the instance's threads; the caller waits on ``completion``."""
-        self._pending.add(completion)
-        job = partial(self._run_offloaded, tag, payload, completion, release, decode)
-        try:
-            self._worker_pool().submit(job)
-        except RuntimeError:
-            self._pending.discard(completion)
-            self._gate.leave()
-            release()
-            completion.settle(None, InvalidState("plugin is shutting down"))
 
-    def _run_offloaded(
-        self, tag: bytes, payload: bytes, completion: Completion, release: Release, decode: Any
-    ) -> None:
-        try:
-            if completion.settled:
-                return  # the caller gave up before the call could start
+        def work() -> Any:
             code, data = take(self._call(self._handle, tag, payload, len(payload)), self._free)
-            if not completion.settled:
-                completion.settle(decode(code, data), None)
-        except PluginError as exc:
-            completion.settle(None, exc)
-        except BaseException as exc:
-            completion.settle(None, InternalError(f"native call failed in the host: {exc!r}"))
-        finally:
-            self._pending.discard(completion)
+            return decode(code, data)
+
+        def done() -> None:
             self._gate.leave()
             release()
 
-    def _worker_pool(self) -> DaemonThreadPool:
-        with self._pool_lock:
-            if self._pool_closed:
-                raise RuntimeError("pool is shut down")
-            if self._pool is None:
-                threads = self._config.worker_threads or default_worker_threads()
-                self._pool = DaemonThreadPool(threads, f"plugbridge-{self.metadata.name}-call")
-            return self._pool
+        self._offload.run(completion, work, done, _host_failure)
+
+
+def _host_failure(exc: BaseException) -> PluginError:
+    return InternalError(f"native call failed in the host: {exc!r}")
 
 
 def plugin_name(path: Path) -> str:

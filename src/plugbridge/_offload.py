@@ -1,0 +1,64 @@
+"""Calls that run off their caller's thread, and the completions their callers wait for.
+
+One ``Offload`` per plugin instance: sync work with a timeout (or called through ``acall``)
+runs on its daemon pool; every completion a caller waits on is tracked here, so shutdown
+can cancel what is still running after the drain.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from ._completion import Completion
+from ._errors import Cancelled, InvalidState, PluginError
+from ._threadpool import DaemonThreadPool
+
+
+class Offload:
+    """The instance's daemon pool and its callers' pending completions."""
+
+    def __init__(self, threads: int, name: str) -> None:
+        self.pool = DaemonThreadPool(threads, name)
+        self.pending: set[Completion] = set()
+
+    def run(
+        self,
+        completion: Completion,
+        work: Callable[[], Any],
+        done: Callable[[], None],
+        unexpected: Callable[[BaseException], PluginError],
+    ) -> None:
+        """Run ``work`` on the pool; settle ``completion`` with its result; then ``done()``.
+
+        ``unexpected`` turns an exception that is not a ``PluginError`` into one.
+        """
+        self.pending.add(completion)
+
+        def job() -> None:
+            try:
+                if not completion.settled:  # the caller may have given up already
+                    completion.settle(work(), None)
+            except PluginError as exc:
+                completion.settle(None, exc)
+            except BaseException as exc:
+                completion.settle(None, unexpected(exc))
+            finally:
+                self.pending.discard(completion)
+                done()
+
+        try:
+            self.pool.submit(job)
+        except RuntimeError:
+            self.pending.discard(completion)
+            done()
+            completion.settle(None, InvalidState("plugin is shutting down"))
+
+    def cancel_all(self) -> None:
+        """Give up on every pending call: its caller gets ``Cancelled`` now."""
+        for completion in list(self.pending):
+            completion.give_up(Cancelled("call cancelled: the plugin is shutting down"))
+
+    def shutdown(self, deadline: float) -> bool:
+        """Stop the pool by ``deadline``; False if a thread had to be abandoned."""
+        return self.pool.shutdown(deadline)
