@@ -57,12 +57,23 @@ class Start(_Message, tag=1):
 
 
 class Call(_Message, tag=2):
-    """Run ``type_tag`` with a JSON ``payload``; answered by ``Result`` or ``Failure``."""
+    """Run ``type_tag`` with a JSON ``payload``; answered by ``Result`` or ``Failure``.
+
+    ``cancellable``: the caller may send ``Cancel`` (an asyncio caller); the worker then
+    runs it as a task on its own loop so that it can be cancelled.
+    """
 
     id: int
     type_tag: str
     payload: bytes
     timeout: float | None
+    cancellable: bool
+
+
+class Cancel(_Message, tag=5):
+    """The caller of call ``id`` gave up: cancel its work (its answer is still sent)."""
+
+    id: int
 
 
 class SetLevel(_Message, tag=3):
@@ -77,7 +88,7 @@ class Stop(_Message, tag=4):
     timeout: float
 
 
-HostMessage = Start | Call | SetLevel | Stop
+HostMessage = Start | Call | SetLevel | Stop | Cancel
 
 
 # -- worker -> host --------------------------------------------------------------------

@@ -23,6 +23,7 @@ from .._logsink import LogSink
 from .._transport import Transport
 from .protocol import (
     Call,
+    Cancel,
     Channel,
     Failure,
     HostMessage,
@@ -34,6 +35,7 @@ from .protocol import (
     Stop,
     Stopped,
 )
+from .tasks import CancellableCalls
 
 MAX_IDLE_THREADS = 4
 EXIT_PROTOCOL_ERROR = 3
@@ -51,6 +53,7 @@ class WorkerServer:
         self._count_lock = threading.Lock()
         self._waiting = 0
         self._busy = 0
+        self._cancellable = CancellableCalls(transport)
 
     def run(self) -> NoReturn:
         """Serve on the calling (main) thread; the process ends inside."""
@@ -72,7 +75,12 @@ class WorkerServer:
         work: Callable[[], None] | None = None
         try:
             message = self._receive()
-            if type(message) is Call:
+            if type(message) is Call and message.cancellable:
+                with self._count_lock:
+                    self._busy += 1
+                slot = _CallSlot(self._channel, message.id)
+                self._cancellable.start(message, slot.release, slot.report, self._call_ended)
+            elif type(message) is Call:
                 with self._count_lock:
                     self._busy += 1
                     lonely = self._waiting == 0
@@ -82,6 +90,8 @@ class WorkerServer:
                     ).start()
                 call = message
                 work = lambda: self._run_call(call)  # noqa: E731
+            elif type(message) is Cancel:
+                self._cancellable.cancel(message.id)
             elif type(message) is SetLevel:
                 self._set_level(message.level)
             elif type(message) is Stop:
@@ -131,8 +141,11 @@ class WorkerServer:
         else:
             slot.report(lambda done: Result(call.id, payload, done))
         finally:
-            with self._count_lock:
-                self._busy -= 1
+            self._call_ended()
+
+    def _call_ended(self) -> None:
+        with self._count_lock:
+            self._busy -= 1
 
     def _stop(self, timeout: float) -> NoReturn:
         deadline = time.monotonic() + timeout

@@ -48,6 +48,7 @@ from .process import WorkerProcess
 from .protocol import (
     PROTOCOL_VERSION,
     Call,
+    Cancel,
     Channel,
     Failure,
     Fatal,
@@ -105,6 +106,7 @@ class WorkerSession:
         self._pending: dict[int, _Pending] = {}
         self._accepting = False
         self._stopping = False
+        self._died = False
         self._stopped_error: str | bool | None = False
         """False until ``Stopped`` arrives; then its error (None: a clean stop)."""
         self._stopped = threading.Event()
@@ -234,8 +236,10 @@ class WorkerSession:
         timeout: float | None,
         release: Release,
         completion: Completion,
-    ) -> None:
-        """Send a call; raise (with ``release`` called) if the worker does not take calls."""
+        *,
+        cancellable: bool = False,
+    ) -> int:
+        """Send a call and return its id; raise (with ``release`` called) if refused."""
         with self._lock:
             accepting = self._accepting
             if accepting:
@@ -246,12 +250,13 @@ class WorkerSession:
             raise self._refusal()
         # A worker that is gone cannot take it; the reader then fails it with the others.
         with contextlib.suppress(OSError):
-            self.channel.send(Call(call_id, type_tag, payload, timeout))
+            self.channel.send(Call(call_id, type_tag, payload, timeout, cancellable))
+        return call_id
 
     def _refusal(self) -> PluginError:
         if self.crash is not None:
             return PluginCrashed(self.crash.message)
-        if self.state is LifecycleState.FAILED:
+        if self._died:
             return PluginCrashed(
                 f"plugin {self.metadata.name!r}: worker process {self.process.pid} has died"
             )
@@ -272,11 +277,13 @@ class WorkerSession:
         self, type_tag: str, payload: bytes, timeout: float | None, release: Release
     ) -> Any:
         completion = LoopCompletion(asyncio.get_running_loop())
-        self.submit(type_tag, payload, timeout, release, completion)
+        call_id = self.submit(type_tag, payload, timeout, release, completion, cancellable=True)
         try:
             settled = await completion.wait(timeout)
         except asyncio.CancelledError:
-            completion.settle(None, Cancelled("call cancelled by the caller"))
+            if completion.settle(None, Cancelled("call cancelled by the caller")):
+                with contextlib.suppress(OSError):
+                    self.channel.send(Cancel(call_id))
             raise
         if not settled and not completion.settle(None, _timeout_error(type_tag, timeout)):
             await completion.wait(None)
@@ -303,6 +310,7 @@ class WorkerSession:
                 self._stopped.set()
                 return
             self._accepting = False  # from here on, stop() only releases what is left
+            self._died = True
             self.state = LifecycleState.FAILED
         self._crashed(problem)
 

@@ -1,0 +1,84 @@
+"""Inside the worker: calls an asyncio caller may cancel, run as tasks on a loop of their own.
+
+The instance's ``acall`` is awaited in a task; ``Cancel`` cancels that task, which cancels
+the plugin's work exactly as cancelling an in-process ``acall`` would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+
+from .._errors import Cancelled, InternalError, PluginError, describe_exception
+from .._routes import decode_json, encode_json
+from .._transport import Release, Transport
+from .protocol import Call, Failure, Result
+
+Report = Callable[[Callable[[bool], Result | Failure]], None]
+
+
+class CancellableCalls:
+    """A loop thread (started on first use) running one task per cancellable call."""
+
+    def __init__(self, transport: Transport) -> None:
+        self._transport = transport
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._tasks: dict[int, asyncio.Task[None]] = {}
+
+    def start(self, call: Call, release: Release, report: Report, done: Callable[[], None]) -> None:
+        self._running_loop().call_soon_threadsafe(self._create, call, release, report, done)
+
+    def cancel(self, call_id: int) -> None:
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._cancel, call_id)
+
+    def _running_loop(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._loop is None:
+                loop = asyncio.new_event_loop()
+                threading.Thread(
+                    target=loop.run_forever, name="plugbridge-cancellable", daemon=True
+                ).start()
+                self._loop = loop
+            return self._loop
+
+    def _create(
+        self, call: Call, release: Release, report: Report, done: Callable[[], None]
+    ) -> None:
+        assert self._loop is not None
+        task = self._loop.create_task(self._run(call, release, report))
+        self._tasks[call.id] = task
+
+        def finished(_: asyncio.Task[None]) -> None:
+            self._tasks.pop(call.id, None)
+            done()
+
+        task.add_done_callback(finished)
+
+    def _cancel(self, call_id: int) -> None:
+        task = self._tasks.get(call_id)
+        if task is not None:
+            task.cancel()
+
+    async def _run(self, call: Call, release: Release, report: Report) -> None:
+        call_id = call.id
+        try:
+            try:
+                request = decode_json(call.payload)
+            except PluginError:
+                release()
+                raise
+            result = await self._transport.acall(call.type_tag, request, call.timeout, release)
+            payload = encode_json(result)
+        except asyncio.CancelledError:
+            error: PluginError = Cancelled("call cancelled by the caller")
+        except PluginError as exc:
+            error = exc
+        except Exception as exc:
+            error = InternalError(describe_exception(exc))
+        else:
+            report(lambda done: Result(call_id, payload, done))
+            return
+        report(lambda done: Failure(call_id, int(error.code), error.message, done))
