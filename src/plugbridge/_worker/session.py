@@ -36,6 +36,7 @@ from .._errors import (
     PluginCrashed,
     PluginError,
     Timeout,
+    UnknownMessageType,
     error_for_code,
 )
 from .._levels import LogLevel
@@ -240,6 +241,9 @@ class WorkerSession:
         cancellable: bool = False,
     ) -> int:
         """Send a call and return its id; raise (with ``release`` called) if refused."""
+        if type(type_tag) is not str:
+            release()
+            raise UnknownMessageType(f"type_tag must be a str, not {type(type_tag).__name__}")
         with self._lock:
             accepting = self._accepting
             if accepting:

@@ -1,0 +1,298 @@
+"""isolation="process": faults a process boundary contains, with real workers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+import plugbridge
+from plugbridge import LifecycleState, LogLevel
+
+from .conftest import LogCapture, wait_until
+
+FAULTY = """
+    import asyncio, ctypes, os, sys, time
+    from plugbridge import Plugin, handler
+
+    class Faulty(Plugin):
+        name = "faulty"
+
+        @handler("pid")
+        def pid(self, ctx, req):
+            return os.getpid()
+
+        @handler("echo")
+        def echo(self, ctx, req):
+            return req
+
+        @handler("segfault")
+        def segfault(self, ctx, req):
+            ctypes.string_at(0)
+
+        @handler("exit")
+        def exit(self, ctx, req):
+            os._exit(req)
+
+        @handler("spin")
+        def spin(self, ctx, req):
+            end = time.monotonic() + req
+            while time.monotonic() < end:
+                pass
+            return "spun"
+
+        @handler("sleep")
+        async def sleep(self, ctx, req):
+            await asyncio.sleep(req)
+            return "slept"
+
+        @handler("print")
+        def print_(self, ctx, req):
+            print(req)
+            print("err:" + req, file=sys.stderr)
+            os.write(1, b"raw:" + req.encode() + b"\\n")
+
+        @handler("write_channel")
+        def write_channel(self, ctx, req):
+            fd = int(sys.argv[sys.argv.index("--channel-fd") + 1])
+            os.write(fd, bytes.fromhex(req["hex"]))
+            if req.get("exit"):
+                os._exit(0)
+"""
+
+
+@pytest.fixture
+def faulty(write_plugin: Callable[..., Path]) -> Path:
+    return write_plugin(FAULTY, name="faulty.py")
+
+
+def alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie waiting to be reaped counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rpartition(")")[2].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def crash_with(plugin: plugbridge.PluginHandle, tag: str, request: object = None) -> str:
+    with pytest.raises(plugbridge.PluginCrashed) as info:
+        plugin.call(tag, request)
+    assert info.value.code == 14
+    return info.value.message
+
+
+@pytest.mark.parametrize(
+    ("tag", "request_value", "named"),
+    [("segfault", None, "SIGSEGV"), ("exit", 7, "exited with code 7")],
+)
+def test_worker_death_fails_calls_and_reload_recovers(
+    faulty: Path, capture: LogCapture, tag: str, request_value: object, named: str
+) -> None:
+    with plugbridge.load(faulty, isolation="process", log_callback=capture) as plugin:
+        old_pid = plugin.call("pid")
+        message = crash_with(plugin, tag, request_value)
+        assert named in message
+        assert plugin.state is LifecycleState.FAILED
+        assert any(level == LogLevel.ERROR and named in text for level, _, text in capture.records)
+        assert named in crash_with(plugin, "echo", 1)  # later calls fail the same way
+        assert not alive(old_pid)
+        plugin.reload()
+        assert plugin.state is LifecycleState.ACTIVE
+        assert plugin.call("echo", "back") == "back"
+        assert plugin.call("pid") != old_pid
+
+
+def test_sigkill_from_outside_fails_calls_in_flight(faulty: Path) -> None:
+    with plugbridge.load(faulty, isolation="process") as plugin:
+        pid = plugin.call("pid")
+        errors: list[BaseException] = []
+
+        def waiting_call() -> None:
+            try:
+                plugin.call("sleep", 60)
+            except BaseException as exc:
+                errors.append(exc)
+
+        caller = threading.Thread(target=waiting_call)
+        caller.start()
+        assert wait_until(lambda: plugin._transport._current._pending != {})  # type: ignore[attr-defined]
+        os.kill(pid, signal.SIGKILL)
+        caller.join(10)
+        assert not caller.is_alive()
+        assert len(errors) == 1 and isinstance(errors[0], plugbridge.PluginCrashed)
+        assert "SIGKILL" in str(errors[0])
+        assert plugin.state is LifecycleState.FAILED
+
+
+def test_async_caller_sees_the_crash(faulty: Path) -> None:
+    import asyncio
+
+    with plugbridge.load(faulty, isolation="process") as plugin:
+
+        async def main() -> str:
+            with pytest.raises(plugbridge.PluginCrashed) as info:
+                await plugin.acall("exit", 3)
+            return info.value.message
+
+        assert "exited with code 3" in asyncio.run(main())
+
+
+def test_spinning_handler_times_out_and_keeps_its_slot(faulty: Path) -> None:
+    config = {"max_concurrent_ops": 1}
+    with plugbridge.load(faulty, config=config, isolation="process") as plugin:
+        with pytest.raises(plugbridge.Timeout):
+            plugin.call("spin", 1.0, timeout=0.1)
+        with pytest.raises(plugbridge.TooManyRequests):
+            plugin.call("echo", 1)  # the spinning handler still holds the only slot
+        assert wait_until(lambda: _echo_ok(plugin), timeout=10)
+        assert plugin.state is LifecycleState.ACTIVE
+
+
+def _echo_ok(plugin: plugbridge.PluginHandle) -> bool:
+    try:
+        return bool(plugin.call("echo", 1) == 1)
+    except plugbridge.TooManyRequests:
+        return False
+
+
+@pytest.mark.parametrize("hang", ["time.sleep(60)", "while True: pass"])
+def test_hung_on_stop_is_ended_on_time(write_plugin: Callable[..., Path], hang: str) -> None:
+    source = write_plugin(
+        f"""
+        import os, time
+        from plugbridge import Plugin, handler
+
+        class Hung(Plugin):
+            name = "hung"
+            def on_stop(self, ctx):
+                {hang}
+
+            @handler("pid")
+            def pid(self, ctx, req):
+                return os.getpid()
+        """
+    )
+    plugin = plugbridge.load(source, config={"shutdown_timeout": 1.0}, isolation="process")
+    pid = plugin.call("pid")
+    start = time.monotonic()
+    with pytest.raises(plugbridge.ShutdownFailed) as info:
+        plugin.shutdown()
+    assert time.monotonic() - start < 3.0
+    assert "on_stop" in info.value.message
+    assert not alive(pid)
+    assert plugin.state is LifecycleState.FAILED
+
+
+def test_frozen_worker_is_terminated_then_killed(faulty: Path) -> None:
+    plugin = plugbridge.load(faulty, isolation="process")
+    pid = plugin.call("pid")
+    os.kill(pid, signal.SIGSTOP)  # cannot read, cannot answer, ignores SIGTERM
+    start = time.monotonic()
+    with pytest.raises(plugbridge.ShutdownFailed) as info:
+        plugin.shutdown(timeout=0.5)
+    assert time.monotonic() - start < 2.5
+    assert "did not stop" in info.value.message
+    assert not alive(pid)
+
+
+HOST_SCRIPT = """
+import sys, threading, time
+import plugbridge
+
+plugin = plugbridge.load(sys.argv[1], isolation="process")
+if sys.argv[2] == "thread":   # the worker must outlive the thread that started it
+    box = []
+    load = lambda: box.append(plugbridge.load(sys.argv[1], isolation="process"))
+    t = threading.Thread(target=load)
+    t.start(); t.join()
+    plugin = box[0]
+print(plugin.call("pid"), flush=True)
+time.sleep(60)
+"""
+
+
+@pytest.mark.parametrize("started_from", ["main", "thread"])
+def test_worker_exits_when_its_host_is_killed(
+    faulty: Path, tmp_path: Path, started_from: str
+) -> None:
+    script = tmp_path / "host.py"
+    script.write_text(HOST_SCRIPT)
+    host = subprocess.Popen(
+        [sys.executable, str(script), str(faulty), started_from], stdout=subprocess.PIPE
+    )
+    try:
+        assert host.stdout is not None
+        worker_pid = int(host.stdout.readline())
+        time.sleep(0.3)
+        assert alive(worker_pid)  # started from a thread that has ended: still serving
+        host.kill()
+        host.wait()
+        assert wait_until(lambda: not alive(worker_pid), timeout=5.0)
+    finally:
+        host.kill()
+        host.wait()
+
+
+def test_prints_become_log_records_not_host_output(
+    faulty: Path, capture: LogCapture, capfd: pytest.CaptureFixture[str]
+) -> None:
+    with plugbridge.load(faulty, isolation="process", log_callback=capture) as plugin:
+        plugin.call("print", "hello")
+        expected = {
+            (LogLevel.INFO, "stdout", "hello"),
+            (LogLevel.WARN, "stderr", "err:hello"),
+            (LogLevel.INFO, "stdout", "raw:hello"),
+        }
+        assert wait_until(lambda: expected <= set(capture.records))
+    out, err = capfd.readouterr()
+    assert "hello" not in out and "hello" not in err
+
+
+def test_no_threads_or_fds_left_after_a_crash(faulty: Path) -> None:
+    with plugbridge.load(faulty, isolation="process") as warm:
+        warm.call("echo", 1)
+    threads, fds = threading.active_count(), len(os.listdir("/proc/self/fd"))
+    for _ in range(3):
+        plugin = plugbridge.load(faulty, isolation="process")
+        crash_with(plugin, "exit", 1)
+        plugin.reload()
+        crash_with(plugin, "segfault")
+        plugin.shutdown()
+    assert threading.active_count() == threads
+    assert len(os.listdir("/proc/self/fd")) == fds
+
+
+def test_worker_is_a_separate_process_with_its_own_globals(faulty: Path) -> None:
+    with (
+        plugbridge.load(faulty, isolation="process") as one,
+        plugbridge.load(faulty, isolation="process") as two,
+    ):
+        assert one.call("pid") != two.call("pid") != os.getpid()
+        crash_with(one, "exit", 1)
+        assert two.call("echo", 2) == 2
+
+
+def test_start_failure_leaves_no_process(write_plugin: Callable[..., Path]) -> None:
+    source = write_plugin(
+        textwrap.dedent(
+            """
+            from plugbridge import Plugin
+            class Bad(Plugin):
+                def on_start(self, ctx):
+                    raise RuntimeError("nope")
+            """
+        )
+    )
+    before = threading.active_count()
+    with pytest.raises(plugbridge.InitializationFailed, match="nope"):
+        plugbridge.load(source, isolation="process")
+    assert threading.active_count() == before
