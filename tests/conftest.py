@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-ISOLATIONS = ["inprocess"]
+ISOLATIONS = ["inprocess", "process"]
 """Every promise test runs once per isolation mode listed here."""
 
 
