@@ -323,6 +323,31 @@ with plugbridge.load({str(HELLO)!r}) as p:
     assert "HOST configured after load" in result.stdout
 
 
+def test_log_callback_calling_its_plugin_never_deadlocks(
+    chatty_source: Path, isolation: str
+) -> None:
+    outcomes: list[object] = []
+    handles: list[plugbridge.PluginHandle] = []
+
+    def callback(level: LogLevel, target: str, message: str) -> None:
+        if message == "info reentrant":
+            try:
+                outcomes.append(handles[0].call("ctx", "nested", timeout=5))
+            except plugbridge.PluginError as exc:
+                outcomes.append(exc)
+
+    with plugbridge.load(chatty_source, log_callback=callback, isolation=isolation) as plugin:
+        handles.append(plugin)
+        plugin.call("log", "reentrant")
+        assert wait_until(lambda: len(outcomes) == 1)
+        assert plugin.call("ctx", "still serving") is None
+    if isolation == "inprocess":
+        assert outcomes == [None]  # the nested call runs inline, like any other
+    else:  # only the reader thread could read the answer: refused instead of a deadlock
+        assert isinstance(outcomes[0], plugbridge.InvalidState)
+        assert "log callback" in outcomes[0].message
+
+
 def test_callback_is_called_from_many_threads_serially(chatty_source: Path) -> None:
     inside = 0
     overlaps = 0

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ._errors import Cancelled, PluginError
+from ._inbox import LoopInbox
 
 
 class Completion:
@@ -82,18 +83,18 @@ class ThreadCompletion(Completion):
 
 
 class LoopCompletion(Completion):
-    """Awaited by a task on a (possibly different) event loop."""
+    """Awaited by a task on a (possibly different) event loop, woken through its inbox."""
 
-    __slots__ = ("future", "loop")
+    __slots__ = ("future", "inbox")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, inbox: LoopInbox) -> None:
         super().__init__()
-        self.loop = loop
-        self.future: asyncio.Future[None] = loop.create_future()
+        self.inbox = inbox
+        self.future: asyncio.Future[None] = inbox.loop.create_future()
 
     def _wake(self) -> None:
         try:  # noqa: SIM105 (hot path: suppress() costs a context manager per call)
-            self.loop.call_soon_threadsafe(_set_done, self.future)
+            self.inbox.post(_set_done, self.future)
         except RuntimeError:
             pass  # the caller's loop is closed: nobody is waiting any more
 

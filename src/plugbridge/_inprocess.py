@@ -32,6 +32,7 @@ from ._errors import (
     UnknownMessageType,
     describe_exception,
 )
+from ._inbox import LoopInboxes
 from ._levels import LogLevel
 from ._lifecycle import Lifecycle, LifecycleState
 from ._logrouting import InstanceLogRouter
@@ -66,6 +67,7 @@ class InProcessTransport(Transport):
         self._loop: LoopThread | None = None
         self._offload: Offload | None = None
         self._cancelled = False
+        self._caller_loops = LoopInboxes()
         self._stopping = False
         self.metadata = PluginMetadata(source.module, "", ())
 
@@ -267,7 +269,7 @@ class InProcessTransport(Transport):
         route = self._admit(type_tag, release)
         try:
             value = route.request_from_object(request)
-            completion = LoopCompletion(asyncio.get_running_loop())
+            completion = LoopCompletion(self._caller_loops.get(asyncio.get_running_loop()))
         except BaseException:
             self._leave(release)
             raise

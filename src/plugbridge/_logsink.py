@@ -8,6 +8,7 @@ again.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import contextvars
 import logging
@@ -26,6 +27,11 @@ attributed_instance: contextvars.ContextVar[object | None] = contextvars.Context
 
 _internal_log = logging.getLogger("plugbridge")
 _CLOSE_WAIT = 1.0
+_BUSY_WAIT = 0.05
+"""Seconds a record waits for a busy callback before it is left for the busy thread."""
+_BACKLOG_LIMIT = 100_000
+
+Record = tuple["InstanceLog", LogLevel, str, str]
 
 
 class LogSink:
@@ -40,6 +46,8 @@ class LogSink:
         self.callback = callback
         self.closed = False
         self.lock = threading.RLock()
+        self._backlog: collections.deque[Record] = collections.deque()
+        self._dropped = 0
         self._fallback = logging.getLogger("plugbridge.plugin")
         self._callback_failed = False
 
@@ -53,21 +61,62 @@ class LogSink:
         return InstanceLog(self)
 
     def deliver(self, gate: InstanceLog, level: LogLevel, target: str, message: str) -> None:
-        with self.lock:
-            if self.closed or not gate.open:
-                return
-            token = attributed_instance.set(None)  # the host's code runs from here on
+        """Hand one record to the callback, one record at a time.
+
+        If the callback is busy for long (say it is waiting for a call whose handler logs on
+        another thread), the record is left in a backlog that the busy thread delivers when
+        its callback returns: a plugin thread never waits on the host's callback for long,
+        and a callback that calls its plugin cannot deadlock.
+        """
+        if self.lock.acquire(timeout=_BUSY_WAIT):
             try:
-                if self.callback is None:
-                    self._fallback.log(
-                        to_stdlib(level), "%s", message, extra={"plugin_target": target}
-                    )
-                else:
-                    self.callback(level, target, message)
-            except Exception as exc:
-                self._report_callback_failure(exc)
+                self._deliver_one(gate, level, target, message)
+            except BaseException:
+                self._release()
+                raise
+            self._release()
+            return
+        if len(self._backlog) < _BACKLOG_LIMIT:
+            self._backlog.append((gate, level, target, message))
+        else:
+            self._dropped += 1
+        if self.lock.acquire(blocking=False):  # the busy thread left meanwhile
+            self._release()
+
+    def _release(self) -> None:
+        """Deliver the backlog, then release; again if a record slipped in meanwhile."""
+        backlog = self._backlog
+        while True:
+            try:
+                while backlog:
+                    self._deliver_one(*backlog.popleft())
+                if self._dropped:
+                    dropped, self._dropped = self._dropped, 0
+                    self._report_dropped(dropped)
             finally:
-                attributed_instance.reset(token)
+                self.lock.release()
+            if not backlog or not self.lock.acquire(blocking=False):
+                return
+
+    def _deliver_one(self, gate: InstanceLog, level: LogLevel, target: str, message: str) -> None:
+        if self.closed or not gate.open:
+            return
+        token = attributed_instance.set(None)  # the host's code runs from here on
+        try:
+            if self.callback is None:
+                self._fallback.log(to_stdlib(level), "%s", message, extra={"plugin_target": target})
+            else:
+                self.callback(level, target, message)
+        except Exception as exc:
+            self._report_callback_failure(exc)
+        finally:
+            attributed_instance.reset(token)
+
+    def _report_dropped(self, dropped: int) -> None:
+        with contextlib.suppress(Exception):
+            _internal_log.warning(
+                "plugbridge dropped %d plugin log records while the log callback was busy", dropped
+            )
 
     def _report_callback_failure(self, exc: Exception) -> None:
         if self._callback_failed:
@@ -81,6 +130,7 @@ class LogSink:
         if self.lock.acquire(timeout=_CLOSE_WAIT):
             try:
                 self.closed = True
+                self._backlog.clear()
             finally:
                 self.lock.release()
         else:

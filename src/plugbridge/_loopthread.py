@@ -11,6 +11,8 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
+from ._inbox import LoopInbox
+
 T = TypeVar("T")
 
 
@@ -24,6 +26,7 @@ class LoopThread:
             executor_threads, thread_name_prefix=f"{name}-to_thread"
         )
         self.loop.set_default_executor(self._executor)
+        self.inbox = LoopInbox(self.loop, context)
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._ready = threading.Event()
         self._thread.start()
@@ -40,8 +43,8 @@ class LoopThread:
             asyncio.set_event_loop(None)
 
     def call_soon(self, callback: Callable[..., object], *args: Any) -> None:
-        """Schedule ``callback`` on the loop, inside the instance's context."""
-        self.loop.call_soon_threadsafe(callback, *args, context=self.context)
+        """Schedule ``callback`` on the loop, inside the instance's context (batched)."""
+        self.inbox.post(callback, *args)
 
     def run(self, coro: Coroutine[Any, Any, T], deadline: float | None) -> T:
         """Run ``coro`` on the loop in the instance's context; TimeoutError past ``deadline``."""

@@ -37,6 +37,7 @@ from .._errors import (
     Timeout,
     UnknownMessageType,
 )
+from .._inbox import LoopInboxes
 from .._levels import LogLevel
 from .._lifecycle import Lifecycle, LifecycleState
 from .._logsink import LogSink
@@ -74,6 +75,7 @@ class NativeTransport(Transport):
             config.thread_count(), f"plugbridge-{plugin_name(source.path)}-call"
         )
         self._cancelled = False
+        self._caller_loops = LoopInboxes()
         self._shutdown_begun = False
         self._final_rejected = 0
         self.metadata = PluginMetadata(plugin_name(source.path), "", ())
@@ -242,7 +244,7 @@ class NativeTransport(Transport):
     ) -> Any:
         payload = _request_json(request, release)
         try:
-            completion = LoopCompletion(asyncio.get_running_loop())
+            completion = LoopCompletion(self._caller_loops.get(asyncio.get_running_loop()))
         except BaseException:
             release()
             raise

@@ -39,6 +39,7 @@ from .._errors import (
     UnknownMessageType,
     error_for_code,
 )
+from .._inbox import LoopInboxes
 from .._levels import LogLevel
 from .._lifecycle import LifecycleState
 from .._logsink import InstanceLog, LogSink
@@ -117,6 +118,7 @@ class WorkerSession:
         )
         self._reader: threading.Thread | None = None
         self._released = False
+        self._caller_loops = LoopInboxes()
 
     # -- start -------------------------------------------------------------------------
 
@@ -269,29 +271,28 @@ class WorkerSession:
         )
 
     def call(self, type_tag: str, payload: bytes, timeout: float | None, release: Release) -> Any:
+        if threading.current_thread() is self._reader:
+            # Only the reader can read the answer: waiting here would wait forever.
+            release()
+            raise InvalidState(
+                f"plugin {self.metadata.name!r} runs in a worker process: its log callback"
+                " cannot call it synchronously (use another thread, or acall)"
+            )
         completion = ThreadCompletion()
         self.submit(type_tag, payload, timeout, release, completion)
-        if not completion.wait(timeout) and not completion.settle(
-            None, _timeout_error(type_tag, timeout)
-        ):
-            completion.wait(None)
-        return completion.outcome()
+        return completion.result(timeout, lambda: _timeout_error(type_tag, timeout))
 
     async def acall(
         self, type_tag: str, payload: bytes, timeout: float | None, release: Release
     ) -> Any:
-        completion = LoopCompletion(asyncio.get_running_loop())
+        completion = LoopCompletion(self._caller_loops.get(asyncio.get_running_loop()))
         call_id = self.submit(type_tag, payload, timeout, release, completion, cancellable=True)
-        try:
-            settled = await completion.wait(timeout)
-        except asyncio.CancelledError:
-            if completion.settle(None, Cancelled("call cancelled by the caller")):
-                with contextlib.suppress(OSError):
-                    self.channel.send(Cancel(call_id))
-            raise
-        if not settled and not completion.settle(None, _timeout_error(type_tag, timeout)):
-            await completion.wait(None)
-        return completion.outcome()
+        completion.on_abandon = lambda: self._send_quietly(Cancel(call_id))
+        return await completion.result(timeout, lambda: _timeout_error(type_tag, timeout))
+
+    def _send_quietly(self, message: Any) -> None:
+        with contextlib.suppress(OSError):  # a worker that is gone is handled by the reader
+            self.channel.send(message)
 
     def set_level(self, level: LogLevel) -> None:
         if self._accepting:
