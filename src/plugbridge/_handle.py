@@ -43,11 +43,7 @@ class PluginHandle:
         """Send ``request`` to the handler of ``type_tag``; return its decoded response."""
         timeout = self._default_timeout if timeout is None else _checked_timeout(timeout)
         while True:
-            try:
-                self._take_slot()
-            except IndexError:
-                raise self._limiter.refuse() from None
-            transport = self._transport
+            transport = self._admit()
             try:
                 return transport.call(type_tag, request, timeout, self._release)
             except InvalidState:
@@ -68,11 +64,7 @@ class PluginHandle:
                 f"call_json needs JSON as str or bytes, not {type(request_json).__name__}"
             )
         while True:
-            try:
-                self._take_slot()
-            except IndexError:
-                raise self._limiter.refuse() from None
-            transport = self._transport
+            transport = self._admit()
             try:
                 return transport.call_json(type_tag, payload, timeout, self._release).decode()
             except InvalidState:
@@ -85,16 +77,20 @@ class PluginHandle:
         """The asyncio form of ``call``; never blocks the caller's event loop."""
         timeout = self._default_timeout if timeout is None else _checked_timeout(timeout)
         while True:
-            try:
-                self._take_slot()
-            except IndexError:
-                raise self._limiter.refuse() from None
-            transport = self._transport
+            transport = self._admit()
             try:
                 return await transport.acall(type_tag, request, timeout, self._release)
             except InvalidState:
                 if transport is self._transport:
                     raise
+
+    def _admit(self) -> Transport:
+        """Take a concurrency slot (or refuse at once) and pick the current instance."""
+        try:
+            self._take_slot()
+        except IndexError:
+            raise self._limiter.refuse() from None
+        return self._transport
 
     # -- state and settings ------------------------------------------------------------
 
