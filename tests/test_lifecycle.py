@@ -264,3 +264,36 @@ def test_no_threads_left_after_shutdown(write_plugin: Callable[..., Path]) -> No
     assert threading.active_count() > baseline
     plugin.shutdown()
     assert wait_until(lambda: threading.active_count() == baseline)
+
+
+def test_tasks_the_plugin_spawns_are_cancelled_at_shutdown(
+    write_plugin: Callable[..., Path], isolation: str, tmp_path: Path
+) -> None:
+    marker = tmp_path / "cancelled.txt"
+    source = write_plugin(
+        f"""
+        import asyncio
+        from pathlib import Path
+        from plugbridge import Plugin, handler
+
+        class Spawner(Plugin):
+            async def on_start(self, ctx):
+                self.task = asyncio.get_running_loop().create_task(self.background())
+
+            async def background(self):
+                try:
+                    await asyncio.sleep(3600)
+                except asyncio.CancelledError:
+                    Path({str(marker)!r}).write_text("cancelled")
+                    raise
+
+            @handler("running")
+            def running(self, ctx, req):
+                return not self.task.done()
+        """
+    )
+    plugin = plugbridge.load(source, isolation=isolation)
+    assert plugin.call("running") is True
+    assert not marker.exists()
+    plugin.shutdown()
+    assert marker.read_text() == "cancelled"
