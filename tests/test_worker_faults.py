@@ -296,3 +296,30 @@ def test_start_failure_leaves_no_process(write_plugin: Callable[..., Path]) -> N
     with pytest.raises(plugbridge.InitializationFailed, match="nope"):
         plugbridge.load(source, isolation="process")
     assert threading.active_count() == before
+
+
+def test_sync_callers_read_in_turn_time_out_on_time_and_see_crashes(faulty: Path) -> None:
+    # Each sync caller may read the channel itself while it waits: answers must reach the
+    # right callers, a reading caller must stop on its timeout, and a crash seen by a
+    # reading caller must fail every call in flight.
+    with plugbridge.load(faulty, isolation="process") as plugin:
+        answered: list[bool] = []
+
+        def caller(index: int) -> None:
+            values = [{"caller": index, "round": round_} for round_ in range(30)]
+            answered.append([plugin.call("echo", value) for value in values] == values)
+
+        threads = [threading.Thread(target=caller, args=(i,)) for i in range(6)]
+        for thread in threads:
+            thread.start()
+        with pytest.raises(plugbridge.Timeout):
+            plugin.call("sleep", 5, timeout=0.2)
+        for thread in threads:
+            thread.join(30)
+        assert answered == [True] * 6
+        begin = time.monotonic()
+        with pytest.raises(plugbridge.Timeout):
+            plugin.call("spin", 1.0, timeout=0.1)  # nobody else calls: this caller reads
+        assert time.monotonic() - begin < 0.5
+        assert plugin.call("echo", "after") == "after"
+        assert "exited with code 5" in crash_with(plugin, "exit", 5)

@@ -216,6 +216,14 @@ class Channel(Generic[M]):
                 return None
             self._end += count
 
+    def has_frame(self) -> bool:
+        """Whether ``receive`` can answer without reading the socket (or raise at once)."""
+        held = self._end - self._start
+        if held < HEADER_SIZE:
+            return False
+        size = int.from_bytes(self._buffer[self._start : self._start + HEADER_SIZE], "big")
+        return size > MAX_FRAME or held >= HEADER_SIZE + size
+
     def _make_room(self, frame_size: int) -> None:
         """Move the partial frame to the front, growing the buffer if it cannot hold it."""
         held = bytes(self._view[self._start : self._end])

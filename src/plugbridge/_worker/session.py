@@ -1,11 +1,16 @@
 """The host's side of one worker process: handshake, calls in flight, logs, its end.
 
-A session lives as long as one worker process. A reader thread takes every frame the worker
-sends: answers settle the waiting call (its slot is released once the worker says the work
-has ended), log records go to the session's ``InstanceLog``. When the channel ends while
-the host did not ask the worker to stop, the worker has crashed: the session turns FAILED,
-says so in an ERROR record, fails every call in flight with ``PluginCrashed`` naming the
-exit status, and tells its owner (which may start a fresh session).
+A session lives as long as one worker process. Frames from the worker are read by one
+thread at a time (the one holding the reading turn): answers settle the waiting call (its
+slot is released once the worker says the work has ended), log records go to the session's
+``InstanceLog``. A sync caller whose call is the only one in flight and that finds the turn
+free takes it and reads until its own answer arrives, so the answer needs no hop between
+threads; otherwise the session's reader thread reads (for asyncio callers, for several
+calls in flight, for records while nobody calls, for the channel's end).
+When the channel ends while the host did not ask the worker to stop, the worker has
+crashed: the session turns FAILED, says so in an ERROR record, fails every call in flight
+with ``PluginCrashed`` naming the exit status, and tells its owner (which may start a fresh
+session).
 """
 
 from __future__ import annotations
@@ -14,7 +19,9 @@ import asyncio
 import contextlib
 import dataclasses
 import itertools
+import math
 import os
+import select
 import site
 import socket
 import sys
@@ -76,6 +83,12 @@ WORKER_STOP_SHARE = 0.8
 host's, to terminate, kill and reap a worker that did not."""
 START_MARGIN = 0.05
 """Seconds of a start deadline kept by the host to receive the worker's answer."""
+IDLE_GRACE = 0.005
+"""Seconds the reader thread leaves the channel to sync callers after one's turn ended
+with no call in flight: back-to-back calls read their own answers without waking it.
+Records sent while nobody calls may wait this long (twice at most)."""
+POLL_RECHECK_MS = 500
+"""The reader thread's wait for the channel re-checks that the session is alive this often."""
 
 _ids = itertools.count(1)
 
@@ -117,6 +130,18 @@ class WorkerSession:
             process.stdout_fd, process.stderr_fd, log, f"plugbridge-worker-{process.pid}"
         )
         self._reader: threading.Thread | None = None
+        self._turn = threading.Condition(threading.Lock())
+        """Guards the reading turn; the reader thread waits on it while a caller reads."""
+        self._reading: threading.Thread | None = None
+        """The thread whose turn it is to read the channel, if any."""
+        self._quiet = False
+        """A caller's turn ended with nothing left to read: the reader thread leaves the
+        channel to callers a little longer (see ``IDLE_GRACE``)."""
+        self._ended = False
+        self._end_problem: str | None = None
+        """Why the channel ended (None: it just closed), once ``_ended``."""
+        self._readable = select.poll()
+        self._readable.register(channel.sock.fileno(), select.POLLIN)
         self._released = False
         self._caller_loops = LoopInboxes()
 
@@ -271,8 +296,9 @@ class WorkerSession:
         )
 
     def call(self, type_tag: str, payload: bytes, timeout: float | None, release: Release) -> Any:
-        if threading.current_thread() is self._reader:
-            # Only the reader can read the answer: waiting here would wait forever.
+        me = threading.current_thread()
+        if self._reading is me:
+            # A log callback on the thread that reads: nobody else would read the answer.
             release()
             raise InvalidState(
                 f"plugin {self.metadata.name!r} runs in a worker process: its log callback"
@@ -280,7 +306,16 @@ class WorkerSession:
             )
         completion = ThreadCompletion()
         self.submit(type_tag, payload, timeout, release, completion)
-        return completion.result(timeout, lambda: _timeout_error(type_tag, timeout))
+        deadline = None if timeout is None else time.monotonic() + timeout
+        remaining = timeout
+        if self._take_turn(me):
+            try:
+                self._read_frames(completion, deadline)
+            finally:
+                self._end_turn()
+            if deadline is not None:
+                remaining = max(0.0, deadline - time.monotonic())
+        return completion.result(remaining, lambda: _timeout_error(type_tag, timeout))
 
     async def acall(
         self, type_tag: str, payload: bytes, timeout: float | None, release: Release
@@ -288,6 +323,7 @@ class WorkerSession:
         completion = LoopCompletion(self._caller_loops.get(asyncio.get_running_loop()))
         call_id = self.submit(type_tag, payload, timeout, release, completion, cancellable=True)
         completion.on_abandon = lambda: self._send_quietly(Cancel(call_id))
+        self._wake_reader()  # only the reader thread reads for asyncio callers
         return await completion.result(timeout, lambda: _timeout_error(type_tag, timeout))
 
     def _send_quietly(self, message: Any) -> None:
@@ -299,17 +335,72 @@ class WorkerSession:
             with contextlib.suppress(OSError):
                 self.channel.send(SetLevel(int(level)))
 
-    # -- the reader thread -------------------------------------------------------------
+    # -- reading -----------------------------------------------------------------------
 
-    def _read_loop(self) -> None:
-        problem: str | None = None
+    def _take_turn(self, me: threading.Thread) -> bool:
+        """Make it ``me``'s turn to read, if its call is the only one in flight, nobody
+        reads and the channel has not ended. With several in flight the reader thread reads
+        for all (a reading caller would race it for every frame)."""
+        with self._turn:
+            if self._reading is not None or self._ended or len(self._pending) > 1:
+                return False
+            self._reading = me
+        return True
+
+    def _end_turn(self) -> None:
+        """End a caller's turn; the reader thread takes over at once if there is work."""
+        with self._turn:
+            self._reading = None
+            if self._pending or self.channel.has_frame():
+                self._quiet = False
+                self._turn.notify()
+            else:
+                self._quiet = True
+
+    def _wake_reader(self) -> None:
+        """The reader thread must read now (not after ``IDLE_GRACE``)."""
+        with self._turn:
+            self._quiet = False
+            self._turn.notify()
+
+    def _read_frames(self, completion: ThreadCompletion | None, deadline: float | None) -> None:
+        """In our turn: read and dispatch frames until ``completion`` is settled, or until
+        ``deadline``, or the channel's end; without a completion (the reader thread), while
+        frames are at hand. Frames already buffered are always dispatched before returning,
+        so that the next reader only has to wait for the socket."""
+        channel, readable = self.channel, self._readable
         try:
-            while (message := self.channel.receive()) is not None:
+            while True:
+                if not channel.has_frame():
+                    if completion is None:
+                        if not readable.poll(0):
+                            return
+                    elif completion.settled:
+                        return
+                    elif deadline is not None:
+                        left = deadline - time.monotonic()
+                        if left <= 0 or not readable.poll(math.ceil(left * 1000)):
+                            return
+                message = channel.receive()
+                if message is None:
+                    self._channel_ended(None)
+                    return
                 self._dispatch(message)
         except ProtocolError as exc:
-            problem = f"sent a malformed frame ({exc}) and was killed"
+            self._channel_ended(f"sent a malformed frame ({exc}) and was killed")
         except OSError as exc:
-            problem = f"broke its channel ({exc})"
+            self._channel_ended(f"broke its channel ({exc})")
+
+    def _channel_ended(self, problem: str | None) -> None:
+        with self._turn:
+            if not self._ended:  # the first reader to see the end says why
+                self._ended = True
+                self._end_problem = problem
+            self._turn.notify()
+
+    def _read_loop(self) -> None:
+        """The reader thread: read while no caller does; handle the channel's end."""
+        problem = self._read_idle()
         with self._lock:
             if self._stopping:
                 self._stopped.set()
@@ -318,6 +409,35 @@ class WorkerSession:
             self._died = True
             self.state = LifecycleState.FAILED
         self._crashed(problem)
+
+    def _read_idle(self) -> str | None:
+        """Read whenever no caller does, until the channel ends; say why it ended."""
+        sock_fd = self.channel.sock.fileno()
+        ready = select.poll()
+        ready.register(sock_fd, select.POLLIN)
+        me = threading.current_thread()
+        while True:
+            with self._turn:
+                while not (self._ended or self._released):
+                    if self._reading is None and not self._quiet:
+                        break
+                    if self._reading is None:
+                        self._quiet = False  # one more grace period, unless a call comes
+                    self._turn.wait(IDLE_GRACE)
+                else:
+                    return self._end_problem
+                if self.channel.has_frame():
+                    self._reading = me  # left over by a caller's last read
+            if self._reading is not me and ready.poll(POLL_RECHECK_MS):
+                with self._turn:
+                    if self._reading is None and not self._ended:
+                        self._reading = me
+            if self._reading is me:
+                try:
+                    self._read_frames(None, None)
+                finally:
+                    with self._turn:
+                        self._reading = None
 
     def _dispatch(self, message: WorkerMessage) -> None:
         kind = type(message)
@@ -407,6 +527,7 @@ class WorkerSession:
             return None
         with contextlib.suppress(OSError):
             self.channel.send(Stop(timeout * WORKER_STOP_SHARE))
+        self._wake_reader()
         host_share = start + timeout * (1 + WORKER_STOP_SHARE) / 2
         self._stopped.wait(max(0.0, host_share - time.monotonic()))
         code = self.process.end(host_share)
@@ -438,6 +559,7 @@ class WorkerSession:
             pending, self._pending = self._pending, {}
         if self.process.returncode is None and self.process.wait(0.0) is None:
             self.process.kill()
+        self._wake_reader()
         self.channel.close()
         reader = self._reader
         if reader is not None and reader is not threading.current_thread():
