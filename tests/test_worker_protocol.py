@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
-import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -29,6 +28,7 @@ from plugbridge._worker.protocol import (
     StartFailed,
     WorkerMessage,
 )
+from plugbridge._worker.session import worker_command
 
 from .test_worker_faults import FAULTY
 
@@ -84,15 +84,7 @@ def test_broken_frames_are_clear_errors(pair, raw: bytes, match: str) -> None:  
 def test_worker_refuses_another_protocol_version(tmp_path: Path) -> None:
     host_end, worker_end = socket.socketpair()
     worker = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "plugbridge._worker",
-            "--channel-fd",
-            str(worker_end.fileno()),
-            "--host-pid",
-            str(os.getpid()),
-        ],
+        worker_command(worker_end.fileno()),
         pass_fds=[worker_end.fileno()],
     )
     worker_end.close()

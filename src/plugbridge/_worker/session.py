@@ -171,15 +171,7 @@ class WorkerSession:
         host_end, worker_end = socket.socketpair()
         try:
             process = WorkerProcess.spawn(
-                [
-                    sys.executable,
-                    "-m",
-                    "plugbridge._worker",
-                    "--channel-fd",
-                    str(worker_end.fileno()),
-                    "--host-pid",
-                    str(os.getpid()),
-                ],
+                worker_command(worker_end.fileno()),
                 [worker_end.fileno()],
                 _worker_env(),
             )
@@ -587,6 +579,19 @@ def _wire_config(config: PluginConfig, level: LogLevel) -> dict[str, Any]:
     wire = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
     wire["log_level"] = int(level)
     return wire
+
+
+def worker_command(channel_fd: int) -> list[str]:
+    """The command line of a worker speaking on ``channel_fd`` for this host process."""
+    return [
+        sys.executable,
+        "-m",
+        "plugbridge._worker",
+        "--channel-fd",
+        str(channel_fd),
+        "--host-pid",
+        str(os.getpid()),
+    ]
 
 
 def _worker_env() -> dict[str, str]:
