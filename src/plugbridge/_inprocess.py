@@ -237,11 +237,7 @@ class InProcessTransport(Transport):
             completion = ThreadCompletion()
             self._hand_off(route, value, completion, release, route.response_to_object)
             return completion.result(timeout, lambda: _timed_out(route, timeout))
-        result = self._run_inline(route, value, release)
-        try:
-            return route.to_object(result)
-        except (TypeError, msgspec.EncodeError) as exc:
-            raise route.invalid_response(exc) from None
+        return route.response_to_object(self._run_inline(route, value, release))
 
     def call_json(
         self, type_tag: str, payload: bytes, timeout: float | None, release: Release
@@ -257,11 +253,7 @@ class InProcessTransport(Transport):
             self._hand_off(route, value, completion, release, route.response_to_json)
             data: bytes = completion.result(timeout, lambda: _timed_out(route, timeout))
             return data
-        result = self._run_inline(route, value, release)
-        try:
-            return route.to_json(result)
-        except (TypeError, msgspec.EncodeError) as exc:
-            raise route.invalid_response(exc) from None
+        return route.response_to_json(self._run_inline(route, value, release))
 
     async def acall(
         self, type_tag: str, request: Any, timeout: float | None, release: Release

@@ -40,10 +40,6 @@ class ConcurrencyLimiter:
             self._slots = []
             self.take = self.release = _no_slot_needed
 
-    @property
-    def active(self) -> int:
-        return self.max_ops - len(self._slots) if self._slots or self.max_ops else 0
-
     def refuse(self) -> TooManyRequests:
         """Count a refusal and build its error (the caller raises it)."""
         with self._count_lock:

@@ -131,7 +131,6 @@ class PluginNamespace:
         dotted = self.name + "."
         for key in [k for k in list(sys.modules) if k == self.name or k.startswith(dotted)]:
             sys.modules.pop(key, None)
-        importlib.invalidate_caches()
         self.module = None
 
     def _plugin_class(self, module: types.ModuleType) -> type[Plugin]:

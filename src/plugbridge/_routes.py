@@ -96,13 +96,19 @@ class Route:
         try:
             return msgspec.convert(request, self.request_type)
         except msgspec.ValidationError as exc:
-            raise SerializationError(f"invalid request for {self.type_tag!r}: {exc}") from None
+            raise self.invalid_request(exc) from None
 
     def response_to_object(self, result: Any) -> Any:
-        return to_builtins(result)
+        try:
+            return self.to_object(result)
+        except (TypeError, msgspec.EncodeError) as exc:
+            raise self.invalid_response(exc) from None
 
     def response_to_json(self, result: Any) -> bytes:
-        return encode_json(result)
+        try:
+            return self.to_json(result)
+        except (TypeError, msgspec.EncodeError) as exc:
+            raise self.invalid_response(exc) from None
 
 
 class RawRoute(Route):

@@ -8,7 +8,8 @@ bare message. Anything else breaks the ABI and is an ``FfiError``.
 from __future__ import annotations
 
 import ctypes
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import msgspec
 
@@ -30,6 +31,8 @@ class _RawEnvelope(msgspec.Struct):
     error_message: str = ""
 
 
+_Parsed = TypeVar("_Parsed", _Envelope, _RawEnvelope)
+
 _decode_value = msgspec.json.Decoder(_Envelope).decode
 _decode_raw = msgspec.json.Decoder(_RawEnvelope).decode
 _string_at = ctypes.string_at
@@ -47,28 +50,25 @@ def take(buffer: FfiBuffer, free: Any) -> tuple[int, bytes]:
 
 def decode_value(code: int, data: bytes) -> Any:
     """The payload as JSON builtins, or raise the error the response carries."""
-    if code == 0:
-        try:
-            envelope = _decode_value(data)
-        except msgspec.DecodeError as exc:
-            raise _broken(data, exc) from None
-        if envelope.status == "success":
-            return envelope.payload
-        raise _error_from(envelope.status, envelope.error_code, envelope.error_message, data)
-    raise error_from_response(code, data)
+    return _success(code, data, _decode_value).payload
 
 
 def decode_json(code: int, data: bytes) -> bytes:
     """The payload as raw JSON bytes, or raise the error the response carries."""
-    if code == 0:
-        try:
-            envelope = _decode_raw(data)
-        except msgspec.DecodeError as exc:
-            raise _broken(data, exc) from None
-        if envelope.status == "success":
-            return bytes(envelope.payload)
+    return bytes(_success(code, data, _decode_raw).payload)
+
+
+def _success(code: int, data: bytes, decode: Callable[[bytes], _Parsed]) -> _Parsed:
+    """The envelope of a successful response; raise the error any other response carries."""
+    if code != 0:
+        raise error_from_response(code, data)
+    try:
+        envelope = decode(data)
+    except msgspec.DecodeError as exc:
+        raise _broken(data, exc) from None
+    if envelope.status != "success":
         raise _error_from(envelope.status, envelope.error_code, envelope.error_message, data)
-    raise error_from_response(code, data)
+    return envelope
 
 
 def error_from_response(code: int, data: bytes) -> PluginError:
