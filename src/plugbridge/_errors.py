@@ -131,3 +131,15 @@ def describe_exception(exc: BaseException) -> str:
     text = str(exc)
     name = type(exc).__qualname__
     return f"{name}: {text}" if text else name
+
+
+def seconds(value: float | None) -> str:
+    """A duration as people write it: ``2s``, ``0.25s`` (never ``1.9999838759999875s``)."""
+    if value is None:
+        return "no limit"
+    return f"{round(value, 3):g}s"
+
+
+def call_timed_out(type_tag: str, timeout: float | None) -> Timeout:
+    """The one ``Timeout`` every transport raises for a call that ran out of time."""
+    return Timeout(f"call {type_tag!r} exceeded its timeout of {seconds(timeout)}")

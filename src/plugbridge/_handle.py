@@ -7,11 +7,11 @@ import time
 from types import TracebackType
 from typing import Any
 
+from ._calls.limiter import ConcurrencyLimiter
 from ._config import PluginConfig
 from ._errors import ConfigError, InvalidState, PluginError, SerializationError
 from ._levels import LogLevel, parse_level
 from ._lifecycle import LifecycleState
-from ._limiter import ConcurrencyLimiter
 from ._logsink import LogSink
 from ._transport import PluginMetadata, Transport, TransportFactory
 

@@ -60,6 +60,6 @@ def start_local(
 
         return NativeTransport.start(source, config, sink, deadline)
     assert isinstance(source, PythonSource)
-    from ._inprocess import InProcessTransport
+    from ._inprocess.transport import InProcessTransport
 
     return InProcessTransport.start(source, config, sink, deadline)

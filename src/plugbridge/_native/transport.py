@@ -23,8 +23,10 @@ from typing import Any
 
 import msgspec
 
-from .._callgate import CallGate
-from .._completion import Completion, LoopCompletion, ThreadCompletion
+from .._calls.completion import Completion, LoopCompletion, ThreadCompletion
+from .._calls.gate import CallGate
+from .._calls.inbox import LoopInboxes
+from .._calls.offload import Offload
 from .._config import PluginConfig
 from .._errors import (
     Cancelled,
@@ -34,14 +36,12 @@ from .._errors import (
     PluginError,
     SerializationError,
     ShutdownFailed,
-    Timeout,
     UnknownMessageType,
+    call_timed_out,
 )
-from .._inbox import LoopInboxes
 from .._levels import LogLevel
 from .._lifecycle import Lifecycle, LifecycleState
 from .._logsink import LogSink
-from .._offload import Offload
 from .._sources import NativeSource
 from .._transport import DRAIN_SHARE, PluginMetadata, Release, Transport
 from .abi import Abi
@@ -250,7 +250,7 @@ class NativeTransport(Transport):
             raise
         tag = self._admit(type_tag, release)
         self._offload_call(tag, payload, completion, release, decode_value)
-        return await completion.result(timeout, lambda: _timeout(type_tag, timeout))
+        return await completion.result(timeout, lambda: call_timed_out(type_tag, timeout))
 
     def _admit(self, type_tag: str, release: Release) -> bytes:
         """Enter the gate for one call, or raise with ``release`` called."""
@@ -285,7 +285,7 @@ class NativeTransport(Transport):
             return decode(code, data)
         completion = ThreadCompletion()
         self._offload_call(tag, payload, completion, release, decode)
-        return completion.result(timeout, lambda: _timeout(type_tag, timeout))
+        return completion.result(timeout, lambda: call_timed_out(type_tag, timeout))
 
     def _offload_call(
         self, tag: bytes, payload: bytes, completion: Completion, release: Release, decode: Any
@@ -324,10 +324,3 @@ def _request_json(request: Any, release: Release) -> bytes:
     except BaseException as exc:
         release()
         raise SerializationError(f"cannot encode the request as JSON: {exc}") from None
-
-
-def _timeout(type_tag: str, timeout: float | None) -> Timeout:
-    return Timeout(
-        f"call {type_tag!r} exceeded its timeout of {timeout}s"
-        " (the native call runs on until it returns, and keeps its slot)"
-    )

@@ -15,10 +15,10 @@ from typing import Any
 
 from .._config import PluginConfig
 from .._errors import PluginError, SerializationError, ShutdownFailed
+from .._json import decode_json, encode_json
 from .._levels import LogLevel
 from .._lifecycle import LifecycleState
 from .._logsink import LogSink
-from .._routes import decode_json, encode_json
 from .._sources import Source
 from .._transport import PluginMetadata, Release, Transport
 from .restart import RestartPolicy
@@ -100,7 +100,7 @@ class WorkerTransport(Transport):
         return decode_json(await self._current.acall(type_tag, payload, timeout, release))
 
     def set_log_level(self, level: LogLevel) -> None:
-        self._current.set_level(level)
+        self._current.set_log_level(level)
 
     def shutdown(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -162,7 +162,7 @@ class WorkerTransport(Transport):
             )
             self._on_crash(dead)
             return
-        fresh.set_level(self._sink.level)
+        fresh.set_log_level(self._sink.level)
         with self._lock:
             if not self._closing.is_set():
                 self._rejected_before += dead.rejected

@@ -93,7 +93,7 @@ class WorkerServer:
             elif type(message) is Cancel:
                 self._cancellable.cancel(message.id)
             elif type(message) is SetLevel:
-                self._set_level(message.level)
+                self._set_log_level(message.level)
             elif type(message) is Stop:
                 timeout = message.timeout
                 work = lambda: self._stop(timeout)  # noqa: E731
@@ -116,7 +116,7 @@ class WorkerServer:
             exit_now(0)  # the host closed the channel, or died
         return message
 
-    def _set_level(self, value: int) -> None:
+    def _set_log_level(self, value: int) -> None:
         try:
             level = LogLevel(value)
         except ValueError:

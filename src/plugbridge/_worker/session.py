@@ -33,7 +33,8 @@ from typing import Any
 
 import msgspec
 
-from .._completion import Completion, LoopCompletion, ThreadCompletion
+from .._calls.completion import Completion, LoopCompletion, ThreadCompletion
+from .._calls.inbox import LoopInboxes
 from .._config import PluginConfig
 from .._errors import (
     Cancelled,
@@ -42,11 +43,10 @@ from .._errors import (
     InvalidState,
     PluginCrashed,
     PluginError,
-    Timeout,
     UnknownMessageType,
+    call_timed_out,
     error_for_code,
 )
-from .._inbox import LoopInboxes
 from .._levels import LogLevel
 from .._lifecycle import LifecycleState
 from .._logsink import InstanceLog, LogSink
@@ -307,7 +307,7 @@ class WorkerSession:
                 self._end_turn()
             if deadline is not None:
                 remaining = max(0.0, deadline - time.monotonic())
-        return completion.result(remaining, lambda: _timeout_error(type_tag, timeout))
+        return completion.result(remaining, lambda: call_timed_out(type_tag, timeout))
 
     async def acall(
         self, type_tag: str, payload: bytes, timeout: float | None, release: Release
@@ -316,13 +316,13 @@ class WorkerSession:
         call_id = self.submit(type_tag, payload, timeout, release, completion, cancellable=True)
         completion.on_abandon = lambda: self._send_quietly(Cancel(call_id))
         self._wake_reader()  # only the reader thread reads for asyncio callers
-        return await completion.result(timeout, lambda: _timeout_error(type_tag, timeout))
+        return await completion.result(timeout, lambda: call_timed_out(type_tag, timeout))
 
     def _send_quietly(self, message: Any) -> None:
         with contextlib.suppress(OSError):  # a worker that is gone is handled by the reader
             self.channel.send(message)
 
-    def set_level(self, level: LogLevel) -> None:
+    def set_log_level(self, level: LogLevel) -> None:
         if self._accepting:
             with contextlib.suppress(OSError):
                 self.channel.send(SetLevel(int(level)))
@@ -563,10 +563,6 @@ class WorkerSession:
             entry.completion.settle(None, Cancelled(cancelled))
             entry.release()
         self.log.close()
-
-
-def _timeout_error(type_tag: str, timeout: float | None) -> Timeout:
-    return Timeout(f"call {type_tag!r} exceeded its timeout of {timeout}s")
 
 
 def _wire_source(source: Source) -> PythonPlugin | NativePlugin:

@@ -11,7 +11,7 @@ import threading
 from collections.abc import Callable
 
 from .._errors import Cancelled, InternalError, PluginError, describe_exception
-from .._routes import decode_json, encode_json
+from .._json import decode_json, encode_json
 from .._transport import Release, Transport
 from .protocol import Call, Failure, Result
 

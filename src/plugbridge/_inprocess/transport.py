@@ -18,32 +18,32 @@ from typing import Any
 
 import msgspec
 
-from ._callgate import CallGate
-from ._completion import Completion, LoopCompletion, ThreadCompletion
-from ._config import PluginConfig
-from ._errors import (
+from .._calls.completion import Completion, LoopCompletion, ThreadCompletion
+from .._calls.gate import CallGate
+from .._calls.inbox import LoopInboxes
+from .._calls.offload import Offload
+from .._config import PluginConfig
+from .._errors import (
     Cancelled,
     HandlerError,
     InitializationFailed,
     InvalidState,
     PluginError,
     ShutdownFailed,
-    Timeout,
     UnknownMessageType,
+    call_timed_out,
     describe_exception,
 )
-from ._inbox import LoopInboxes
-from ._levels import LogLevel
-from ._lifecycle import Lifecycle, LifecycleState
-from ._logrouting import InstanceLogRouter
-from ._logsink import LogSink, attributed_instance
-from ._loopthread import LoopThread
-from ._namespace import PluginNamespace
-from ._offload import Offload
-from ._plugin import Plugin, PluginContext
-from ._routes import PLAIN_TYPES, Route, RouteTable
-from ._sources import PythonSource
-from ._transport import DRAIN_SHARE, PluginMetadata, Release, Transport
+from .._levels import LogLevel
+from .._lifecycle import Lifecycle, LifecycleState
+from .._logsink import LogSink, attributed_instance
+from .._plugin import Plugin, PluginContext
+from .._sources import PythonSource
+from .._transport import DRAIN_SHARE, PluginMetadata, Release, Transport
+from .logrouting import InstanceLogRouter
+from .loopthread import LoopThread
+from .namespace import PluginNamespace
+from .routes import PLAIN_TYPES, Route, RouteTable
 
 Encode = Callable[[Any], Any]
 
@@ -147,7 +147,7 @@ class InProcessTransport(Transport):
         return self._lifecycle.state
 
     def set_log_level(self, level: LogLevel) -> None:
-        self._router.set_level(level)
+        self._router.set_log_level(level)
 
     def shutdown(self, timeout: float) -> None:
         if self._stopping or not self._lifecycle.try_move(LifecycleState.STOPPING):
@@ -236,7 +236,7 @@ class InProcessTransport(Transport):
         if timeout is not None or route.is_async:
             completion = ThreadCompletion()
             self._hand_off(route, value, completion, release, route.response_to_object)
-            return completion.result(timeout, lambda: _timed_out(route, timeout))
+            return completion.result(timeout, lambda: call_timed_out(route.type_tag, timeout))
         return route.response_to_object(self._run_inline(route, value, release))
 
     def call_json(
@@ -251,7 +251,9 @@ class InProcessTransport(Transport):
         if timeout is not None or route.is_async:
             completion = ThreadCompletion()
             self._hand_off(route, value, completion, release, route.response_to_json)
-            data: bytes = completion.result(timeout, lambda: _timed_out(route, timeout))
+            data: bytes = completion.result(
+                timeout, lambda: call_timed_out(route.type_tag, timeout)
+            )
             return data
         return route.response_to_json(self._run_inline(route, value, release))
 
@@ -266,7 +268,7 @@ class InProcessTransport(Transport):
             self._leave(release)
             raise
         self._hand_off(route, value, completion, release, route.response_to_object)
-        return await completion.result(timeout, lambda: _timed_out(route, timeout))
+        return await completion.result(timeout, lambda: call_timed_out(route.type_tag, timeout))
 
     def _run_inline(self, route: Route, value: Any, release: Release) -> Any:
         """Run a sync handler on the caller's thread, attributed to this instance."""
@@ -364,7 +366,3 @@ def _no_route(type_tag: str) -> Route | None:
 
 def _handler_error(exc: BaseException) -> PluginError:
     return HandlerError(describe_exception(exc))
-
-
-def _timed_out(route: Route, timeout: float | None) -> Timeout:
-    return Timeout(f"call {route.type_tag!r} exceeded its timeout of {timeout}s")

@@ -14,7 +14,7 @@ import pytest
 import plugbridge
 from plugbridge import LifecycleState
 
-from .conftest import HELLO, wait_until
+from ..conftest import HELLO, wait_until
 
 
 def plugbridge_threads() -> list[str]:

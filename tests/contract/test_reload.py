@@ -14,7 +14,7 @@ import pytest
 import plugbridge
 from plugbridge import LogLevel
 
-from .conftest import LogCapture
+from ..conftest import LogCapture
 
 VERSIONED = """
     from plugbridge import Plugin, handler

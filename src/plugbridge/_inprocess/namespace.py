@@ -20,9 +20,9 @@ import types
 from collections.abc import Sequence
 from pathlib import Path
 
-from ._errors import InitializationFailed, describe_exception
-from ._plugin import Plugin
-from ._sources import PythonSource
+from .._errors import InitializationFailed, describe_exception
+from .._plugin import Plugin
+from .._sources import PythonSource
 
 NAMESPACE_PREFIX = "_plugbridge_"
 _numbers = itertools.count(1)

@@ -30,7 +30,7 @@ from plugbridge._worker.protocol import (
 )
 from plugbridge._worker.session import worker_command
 
-from .test_worker_faults import FAULTY
+from .test_faults import FAULTY
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 HELLO_C = ROOT / "examples" / "hello-c"
 SOURCES = ("hello_plugin.c", "json_lite.c")
 

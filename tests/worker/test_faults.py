@@ -17,7 +17,7 @@ import pytest
 import plugbridge
 from plugbridge import LifecycleState, LogLevel
 
-from .conftest import LogCapture, wait_until
+from ..conftest import LogCapture, wait_until
 
 FAULTY = """
     import asyncio, ctypes, os, sys, time

@@ -9,35 +9,12 @@ from typing import Any
 
 import msgspec
 
-from ._errors import InitializationFailed, SerializationError
-from ._plugin import HANDLER_TAG_ATTR, Plugin, PluginContext
+from .._errors import InitializationFailed, SerializationError
+from .._json import decode_json, encode_json, encode_unchecked, to_builtins
+from .._plugin import HANDLER_TAG_ATTR, Plugin, PluginContext
 
-_JSON_ENCODER = msgspec.json.Encoder()
-_JSON_DECODER = msgspec.json.Decoder()
 _RAW_ROUTE_CACHE = 1024
 PLAIN_TYPES = frozenset({dict, list, str, int, float, bool, type(None)})
-
-
-def to_builtins(value: Any) -> Any:
-    """A value as JSON builtins; ``SerializationError`` if it has no JSON form."""
-    try:
-        return msgspec.to_builtins(value)
-    except (TypeError, msgspec.EncodeError) as exc:
-        raise SerializationError(f"value is not JSON-serializable: {exc}") from None
-
-
-def encode_json(value: Any) -> bytes:
-    try:
-        return _JSON_ENCODER.encode(value)
-    except (TypeError, msgspec.EncodeError) as exc:
-        raise SerializationError(f"value is not JSON-serializable: {exc}") from None
-
-
-def decode_json(payload: bytes | str) -> Any:
-    try:
-        return _JSON_DECODER.decode(payload)
-    except msgspec.DecodeError as exc:
-        raise SerializationError(f"not valid JSON: {exc}") from None
 
 
 class Route:
@@ -63,7 +40,7 @@ class Route:
         """For the inline fast path: plain requests go straight to ``msgspec.convert``."""
         self.to_object: Callable[[Any], Any] = msgspec.to_builtins
         """Response to JSON builtins (may raise TypeError/EncodeError: see ``encode_error``)."""
-        self.to_json: Callable[[Any], bytes] = _JSON_ENCODER.encode
+        self.to_json: Callable[[Any], bytes] = encode_unchecked
         try:
             self._decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(request_type)
         except TypeError as exc:

@@ -13,8 +13,8 @@ import pytest
 import plugbridge
 from plugbridge import LifecycleState
 
-from .conftest import LogCapture, wait_until
-from .native_build import build_hello_c
+from ..conftest import LogCapture, wait_until
+from .build import build_hello_c
 
 MEDIUM = {
     "user_id": 7,

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import plugbridge
 
-from .conftest import LogCapture, wait_until
+from ..conftest import LogCapture, wait_until
 
 LEAKY_LOOKING = """
     import asyncio, logging

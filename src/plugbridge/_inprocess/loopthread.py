@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
-from ._inbox import LoopInbox
+from .._calls.inbox import LoopInbox
 
 T = TypeVar("T")
 

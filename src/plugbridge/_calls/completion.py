@@ -12,8 +12,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from ._errors import Cancelled, PluginError
-from ._inbox import LoopInbox
+from .._errors import Cancelled, PluginError
+from .inbox import LoopInbox
 
 
 class Completion:

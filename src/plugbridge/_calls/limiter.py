@@ -11,7 +11,7 @@ import functools
 import threading
 from collections.abc import Callable
 
-from ._errors import TooManyRequests
+from .._errors import TooManyRequests
 
 _MAX_SLOTS = 1 << 20
 """Limits above this are enforced as unlimited (a million calls at once is no limit)."""

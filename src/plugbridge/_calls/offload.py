@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ._completion import Completion
-from ._errors import Cancelled, InvalidState, PluginError
-from ._threadpool import DaemonThreadPool
+from .._errors import Cancelled, InvalidState, PluginError
+from .completion import Completion
+from .threadpool import DaemonThreadPool
 
 
 class Offload:

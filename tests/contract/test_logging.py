@@ -17,7 +17,7 @@ import pytest
 import plugbridge
 from plugbridge import LogLevel
 
-from .conftest import HELLO, LogCapture, wait_until
+from ..conftest import HELLO, LogCapture, wait_until
 
 CHATTY = """
     import asyncio, logging, threading, time

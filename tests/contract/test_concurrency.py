@@ -13,7 +13,7 @@ import pytest
 
 import plugbridge
 
-from .conftest import HELLO, wait_until
+from ..conftest import HELLO, wait_until
 
 GATED = """
     import asyncio, threading, time

@@ -11,7 +11,7 @@ import pytest
 import plugbridge
 from plugbridge import ErrorCode
 
-from .conftest import HELLO
+from ..conftest import HELLO
 
 TYPED = """
     from __future__ import annotations

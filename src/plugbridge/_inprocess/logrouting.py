@@ -20,9 +20,9 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from ._levels import LogLevel, from_stdlib, to_stdlib
-from ._logsink import InstanceLog, attributed_instance
-from ._namespace import NAMESPACE_PREFIX, PluginNamespace
+from .._levels import LogLevel, from_stdlib, to_stdlib
+from .._logsink import InstanceLog, attributed_instance
+from .namespace import NAMESPACE_PREFIX, PluginNamespace
 
 
 class InstanceLogRouter(logging.Handler):
@@ -46,7 +46,7 @@ class InstanceLogRouter(logging.Handler):
         self.plugin_name = plugin_name
         return logging.getLogger(f"{self.namespace.name}.{plugin_name or 'plugin'}")
 
-    def set_level(self, level: LogLevel) -> None:
+    def set_log_level(self, level: LogLevel) -> None:
         self.threshold = to_stdlib(level)
         self.root_logger.setLevel(self.threshold)  # clears logging's cached level checks
 

@@ -12,8 +12,8 @@ import pytest
 import plugbridge
 from plugbridge import LogLevel
 
-from .conftest import LogCapture
-from .native_build import build_hello_c
+from ..conftest import LogCapture
+from .build import build_hello_c
 
 
 @pytest.fixture(scope="session")

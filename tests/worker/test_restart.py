@@ -11,8 +11,8 @@ import plugbridge
 from plugbridge import LifecycleState, LogLevel
 from plugbridge._worker.restart import RestartPolicy
 
-from .conftest import LogCapture, wait_until
-from .test_worker_faults import FAULTY
+from ..conftest import LogCapture, wait_until
+from .test_faults import FAULTY
 
 
 def test_policy_limits_restarts_per_window_with_doubling_backoff() -> None:

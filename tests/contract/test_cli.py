@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import HELLO
+from ..conftest import HELLO
 
 EXE = shutil.which("plugbridge")
 

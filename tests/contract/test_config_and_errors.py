@@ -9,7 +9,7 @@ import pytest
 import plugbridge
 from plugbridge import ErrorCode, LogLevel, PluginConfig
 
-from .conftest import HELLO
+from ..conftest import HELLO
 
 EXPECTED_CODES = {
     "InvalidState": 1,
