@@ -9,6 +9,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
+
 from ._errors import ConfigError
 from ._levels import LogLevel, parse_level
 
@@ -24,6 +26,9 @@ class PluginConfig:
     """Seconds ``shutdown`` may take in all."""
     call_timeout: float | None = None
     """Default per-call timeout in seconds (None: wait as long as the handler runs)."""
+    start_timeout: float = 30.0
+    """Seconds ``load`` and ``reload`` wait for a new instance to be ACTIVE (``on_start``
+    included); past it they raise ``InitializationFailed`` and leave nothing behind."""
     worker_threads: int | None = None
     """Threads for sync handlers that need one; None picks min(32, cpus + 4)."""
     data: dict[str, Any] = field(default_factory=dict)
@@ -39,20 +44,22 @@ class PluginConfig:
     def __post_init__(self) -> None:
         self.log_level = parse_level(self.log_level)
         _check_count("max_concurrent_ops", self.max_concurrent_ops)
-        _check_seconds("shutdown_timeout", self.shutdown_timeout)
+        self.shutdown_timeout = checked_seconds("shutdown_timeout", self.shutdown_timeout)
+        self.start_timeout = checked_seconds("start_timeout", self.start_timeout)
         if self.call_timeout is not None:
-            _check_seconds("call_timeout", self.call_timeout)
+            self.call_timeout = checked_seconds("call_timeout", self.call_timeout)
         if self.worker_threads is not None:
             _check_count("worker_threads", self.worker_threads)
             if self.worker_threads == 0:
                 raise ConfigError("worker_threads must be at least 1 (or None for the default)")
         if not isinstance(self.data, dict):
             raise ConfigError(f"data must be a dict, not {type(self.data).__name__}")
+        _check_json("data", self.data)
         if not isinstance(self.restart_on_crash, bool):
             raise ConfigError("restart_on_crash must be True or False")
         _check_count("max_restarts", self.max_restarts)
-        _check_seconds("restart_window", self.restart_window)
-        _check_seconds("restart_backoff", self.restart_backoff)
+        self.restart_window = checked_seconds("restart_window", self.restart_window)
+        self.restart_backoff = checked_seconds("restart_backoff", self.restart_backoff)
 
     @classmethod
     def coerce(cls, value: PluginConfig | Mapping[str, Any] | None) -> PluginConfig:
@@ -96,8 +103,32 @@ def _check_count(name: str, value: object) -> None:
         raise ConfigError(f"{name} must not be negative (got {value})")
 
 
-def _check_seconds(name: str, value: object) -> None:
+MAX_SECONDS = 1e9
+"""The longest duration accepted anywhere (~31 years): finite, so every clock, lock and
+selector the runtime hands it to accepts it. ``None`` is how a caller says "no limit"."""
+
+
+def checked_seconds(name: str, value: object) -> float:
+    """``value`` as a duration in seconds, or ``ConfigError`` naming ``name``.
+
+    A duration is a real number (not a bool) from 0 to ``MAX_SECONDS``: negative, NaN,
+    infinite or larger values are refused rather than overflowing deep inside a wait.
+    """
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ConfigError(f"{name} must be a number of seconds, not {type(value).__name__}")
-    if value < 0 or math.isnan(value):
-        raise ConfigError(f"{name} must not be negative (got {value})")
+    if math.isnan(value) or value < 0:
+        raise ConfigError(f"{name} must be a non-negative number of seconds (got {value!r})")
+    if value > MAX_SECONDS:
+        raise ConfigError(
+            f"{name} must be a finite number of seconds up to {MAX_SECONDS:g} (got {value!r}); "
+            "use None for no limit where the setting allows it"
+        )
+    return float(value)
+
+
+def _check_json(name: str, value: object) -> None:
+    """Settings handed to plugins travel as JSON: refuse what has no JSON form now."""
+    try:
+        msgspec.json.encode(value)
+    except (TypeError, ValueError, msgspec.EncodeError, RecursionError) as exc:
+        raise ConfigError(f"{name} must be JSON-encodable: {exc}") from None

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import math
 import threading
 import time
 from types import TracebackType
 from typing import Any
 
-from ._calls.limiter import ConcurrencyLimiter
-from ._config import PluginConfig
-from ._errors import ConfigError, InvalidState, PluginError, SerializationError
+from ._calls.limiter import ONE_SLOT, ConcurrencyLimiter
+from ._config import PluginConfig, checked_seconds
+from ._errors import InvalidState, PluginError, SerializationError, Timeout
 from ._levels import LogLevel, parse_level
 from ._lifecycle import LifecycleState
 from ._logsink import LogSink
@@ -28,69 +30,114 @@ class PluginHandle:
         self._source = source
         self._limiter = ConcurrencyLimiter(config.max_concurrent_ops)
         self._take_slot = self._limiter.take
-        self._release = self._limiter.release
+        self._new_release = self._limiter.new_release
         self._default_timeout = config.call_timeout
         self._host_log = sink.instance_log()
         self._swap_lock = threading.RLock()
         self._closed = False
         self._retired_rejections = 0
         """Refusals counted inside instances that a reload replaced."""
-        self._transport: Transport = factory(None)
+        self._transport: Transport = factory(time.monotonic() + config.start_timeout)
 
     # -- calls -------------------------------------------------------------------------
+    #
+    # Admission, the same in the three call forms: a one-shot release is made first (no
+    # state yet), the slot is taken inside a ``try`` (refused at once if none is left), and
+    # from then on the slot goes back exactly once whatever happens. The transport releases
+    # it when the plugin's work ends (late, after a timeout); any exception that is not a
+    # ``PluginError`` (a ``KeyboardInterrupt`` landing between two steps, a bug) releases it
+    # here — a second release is a no-op, so the two can never add up to two.
 
     def call(self, type_tag: str, request: Any = None, *, timeout: float | None = None) -> Any:
         """Send ``request`` to the handler of ``type_tag``; return its decoded response."""
-        timeout = self._default_timeout if timeout is None else _checked_timeout(timeout)
+        timeout = self._default_timeout if timeout is None else self._call_timeout(timeout)
         while True:
-            transport = self._admit()
+            release = self._new_release(iter(ONE_SLOT))
             try:
-                return transport.call(type_tag, request, timeout, self._release)
+                self._take_slot()
+            except IndexError:
+                raise self._limiter.refuse() from None
+            except BaseException:
+                release()
+                raise
+            try:
+                transport = self._transport
+                return transport.call(type_tag, request, timeout, release)
             except InvalidState:
                 if transport is self._transport:
                     raise  # not a reload in progress: the handle itself is not ACTIVE
+            except PluginError:
+                raise
+            except BaseException:
+                release()
+                raise
 
     def call_json(
         self, type_tag: str, request_json: str | bytes, *, timeout: float | None = None
     ) -> str:
         """Raw JSON in, raw JSON out."""
-        timeout = self._default_timeout if timeout is None else _checked_timeout(timeout)
-        if isinstance(request_json, str):
-            payload = request_json.encode()
-        elif isinstance(request_json, bytes | bytearray | memoryview):
-            payload = bytes(request_json)
-        else:
-            raise SerializationError(
-                f"call_json needs JSON as str or bytes, not {type(request_json).__name__}"
-            )
+        timeout = self._default_timeout if timeout is None else self._call_timeout(timeout)
+        payload = _json_bytes(request_json)
         while True:
-            transport = self._admit()
+            release = self._new_release(iter(ONE_SLOT))
             try:
-                return transport.call_json(type_tag, payload, timeout, self._release).decode()
+                self._take_slot()
+            except IndexError:
+                raise self._limiter.refuse() from None
+            except BaseException:
+                release()
+                raise
+            try:
+                transport = self._transport
+                return _json_text(transport.call_json(type_tag, payload, timeout, release))
             except InvalidState:
                 if transport is self._transport:
                     raise
+            except PluginError:
+                raise
+            except BaseException:
+                release()
+                raise
 
     async def acall(
         self, type_tag: str, request: Any = None, *, timeout: float | None = None
     ) -> Any:
         """The asyncio form of ``call``; never blocks the caller's event loop."""
-        timeout = self._default_timeout if timeout is None else _checked_timeout(timeout)
+        timeout = self._default_timeout if timeout is None else self._call_timeout(timeout)
         while True:
-            transport = self._admit()
+            release = self._new_release(iter(ONE_SLOT))
             try:
-                return await transport.acall(type_tag, request, timeout, self._release)
+                self._take_slot()
+            except IndexError:
+                raise self._limiter.refuse() from None
+            except BaseException:
+                release()
+                raise
+            try:
+                transport = self._transport
+                return await transport.acall(type_tag, request, timeout, release)
             except InvalidState:
                 if transport is self._transport:
                     raise
+            except (PluginError, asyncio.CancelledError):
+                raise  # a cancelled call's work gives its slot back when it really ends
+            except BaseException:
+                release()
+                raise
 
-    def _admit(self) -> Transport:
-        """Take a concurrency slot (or refuse at once) and pick the current instance."""
-        try:
-            self._take_slot()
-        except IndexError:
-            raise self._limiter.refuse() from None
-        return self._transport
+    def _call_timeout(self, timeout: object) -> float:
+        """A checked per-call timeout; 0 means the call is already late (see DECISIONS)."""
+        checked = checked_seconds("timeout", timeout)
+        if checked == 0.0:
+            if self.state is not LifecycleState.ACTIVE:
+                raise InvalidState(f"plugin is {self.state.name}; calls need ACTIVE")
+            raise Timeout("call exceeded its timeout of 0s (a zero timeout never runs a call)")
+        return checked
+
+    @property
+    def in_flight(self) -> int:
+        """Calls holding a concurrency slot right now (0 when the limit is off)."""
+        return self._limiter.in_use
 
     # -- state and settings ------------------------------------------------------------
 
@@ -130,11 +177,13 @@ class PluginHandle:
         the old one, which is then stopped. If the new instance cannot start, the old one
         keeps serving and ``InitializationFailed`` is raised.
         """
-        deadline = None if timeout is None else time.monotonic() + timeout
+        limit = None if timeout is None else checked_seconds("timeout", timeout)
         with self._swap_lock:
             if self._closed:
                 raise InvalidState("cannot reload a plugin handle that was shut down")
-            fresh = self._factory(deadline)
+            now = time.monotonic()
+            deadline = None if limit is None else now + limit
+            fresh = self._factory(now + min(self._config.start_timeout, limit or math.inf))
             fresh.set_log_level(self._sink.level)
             old, self._transport = self._transport, fresh
             stop_within = self._config.shutdown_timeout
@@ -154,14 +203,17 @@ class PluginHandle:
 
     def shutdown(self, timeout: float | None = None) -> None:
         """Stop the plugin within ``timeout`` (default: the config's); idempotent."""
+        limit = (
+            self._config.shutdown_timeout
+            if timeout is None
+            else checked_seconds("timeout", timeout)
+        )
         with self._swap_lock:
             if self._closed:
                 return
             self._closed = True
             try:
-                self._transport.shutdown(
-                    self._config.shutdown_timeout if timeout is None else timeout
-                )
+                self._transport.shutdown(limit)
             finally:
                 self._host_log.close()
                 self._sink.close()
@@ -187,7 +239,21 @@ class PluginHandle:
         )
 
 
-def _checked_timeout(timeout: object) -> float:
-    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout >= 0:
-        raise ConfigError(f"timeout must be a non-negative number of seconds, not {timeout!r}")
-    return float(timeout)
+def _json_bytes(request_json: object) -> bytes:
+    if isinstance(request_json, str):
+        try:
+            return request_json.encode()
+        except UnicodeEncodeError as exc:
+            raise SerializationError(f"request is not valid JSON text: {exc}") from None
+    if isinstance(request_json, bytes | bytearray | memoryview):
+        return bytes(request_json)
+    raise SerializationError(
+        f"call_json needs JSON as str or bytes, not {type(request_json).__name__}"
+    )
+
+
+def _json_text(response: bytes) -> str:
+    try:
+        return response.decode()
+    except UnicodeDecodeError as exc:
+        raise SerializationError(f"response is not valid UTF-8 JSON: {exc}") from None

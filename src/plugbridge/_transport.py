@@ -21,8 +21,9 @@ DRAIN_SHARE = 0.75
 """Share of the shutdown timeout given to calls in flight; the rest is for stopping the plugin
 (``on_stop``, ``plugin_shutdown``), so a hung call never leaves it no time at all."""
 
-Release = Callable[[], None]
-"""Called exactly once per call when the plugin's work for it has really ended."""
+Release = Callable[[], object]
+"""Gives a call's concurrency slot back. Transports call it when the plugin's work for the
+call has really ended. It is idempotent (see ``_calls.limiter``): only the first call counts."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,9 +39,10 @@ class Transport(ABC):
     """One running plugin instance, wherever it runs.
 
     Contract for implementers:
-    - ``call``/``call_json``/``acall`` call ``release`` exactly once, when the plugin's work
-      for that call has finished (after a timeout too: the slot stays taken until then),
-      including when they raise before starting.
+    - ``call``/``call_json``/``acall`` call ``release`` when the plugin's work for that call
+      has finished (after a timeout too: the slot stays taken until then), including when
+      they raise before starting. Every failure they raise is a ``PluginError``; the handle
+      releases the slot itself for anything else that escapes (a ``KeyboardInterrupt``).
     - They raise ``InvalidState`` without side effects when the instance no longer accepts
       calls; the handle then retries on the instance that replaced it, if any.
     - ``shutdown`` is idempotent and returns within ``timeout`` seconds; the instance's
