@@ -112,6 +112,7 @@ def _storm(tmp_path: Path, source: Path, isolation: str, tags: str) -> dict[str,
         capture_output=True,
         text=True,
         timeout=90,
+        check=False,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     report: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])
