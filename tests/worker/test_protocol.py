@@ -14,6 +14,7 @@ import pytest
 
 import plugbridge
 from plugbridge import LifecycleState
+from plugbridge._worker.launch import worker_command
 from plugbridge._worker.protocol import (
     MAX_FRAME,
     PROTOCOL_VERSION,
@@ -28,7 +29,6 @@ from plugbridge._worker.protocol import (
     StartFailed,
     WorkerMessage,
 )
-from plugbridge._worker.session import worker_command
 
 from .test_faults import FAULTY
 

@@ -1,0 +1,217 @@
+"""Bringing a worker up: spawn the process, then the handshake until its instance is ready.
+
+The host sends ``Start`` at once; the worker greets it (``Hello``, with its protocol
+version), builds the instance and answers ``Ready`` (or ``StartFailed``). Log records the
+instance emits while it starts are delivered on the way. Anything else, a deadline that
+passes, or a worker that dies first is ``InitializationFailed``, and nothing is left
+behind: the process is killed and reaped, the pipes and the channel closed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import site
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from .._config import PluginConfig
+from .._errors import ConfigError, InitializationFailed, error_for_code
+from .._levels import LogLevel
+from .._logsink import InstanceLog, LogSink
+from .._sources import NativeSource, Source
+from .._transport import PluginMetadata
+from .output import OutputPump
+from .process import WorkerProcess
+from .protocol import (
+    PROTOCOL_VERSION,
+    Channel,
+    Fatal,
+    Hello,
+    Log,
+    NativePlugin,
+    ProtocolError,
+    PythonPlugin,
+    Ready,
+    Start,
+    StartFailed,
+    WorkerMessage,
+)
+
+START_MARGIN = 0.05
+"""Seconds of a start deadline kept by the host to receive the worker's answer."""
+
+
+@dataclasses.dataclass(slots=True)
+class StartedWorker:
+    """A worker whose instance is ACTIVE, with everything the session takes over."""
+
+    process: WorkerProcess
+    channel: Channel[WorkerMessage]
+    log: InstanceLog
+    pump: OutputPump
+    metadata: PluginMetadata
+
+    def abandon(self) -> None:
+        """Kill the worker and release what it holds (a start that cannot complete)."""
+        abandon(self.process, self.channel, self.pump, self.log)
+
+
+def start_worker(
+    source: Source, config: PluginConfig, sink: LogSink, deadline: float | None
+) -> StartedWorker:
+    """Start a worker and its instance; ``InitializationFailed`` (nothing left) if not."""
+    start = Start(
+        PROTOCOL_VERSION,
+        _wire_source(source),
+        _wire_config(config, sink.level),
+        list(sys.path),
+        None if deadline is None else max(0.0, deadline - time.monotonic() - START_MARGIN),
+    )
+    try:
+        msgspec.msgpack.encode(start)
+    except (TypeError, msgspec.EncodeError, UnicodeEncodeError) as exc:
+        raise ConfigError(f"config cannot be sent to a worker process: {exc}") from None
+    host_end, worker_end = socket.socketpair()
+    try:
+        process = WorkerProcess.spawn(
+            worker_command(worker_end.fileno()), [worker_end.fileno()], _worker_env()
+        )
+    except BaseException as exc:
+        host_end.close()
+        raise InitializationFailed(f"cannot start a worker process: {exc}") from None
+    finally:
+        worker_end.close()
+    channel: Channel[WorkerMessage] = Channel(host_end, WorkerMessage)
+    log = sink.instance_log()
+    pump: OutputPump | None = None
+    try:
+        pump = OutputPump(
+            process.stdout_fd, process.stderr_fd, log, f"plugbridge-worker-{process.pid}"
+        )
+        ready = _handshake(process, channel, log, start, deadline)
+    except BaseException:
+        abandon(process, channel, pump, log)
+        raise
+    sink.name_plugin(ready.name)
+    metadata = PluginMetadata(ready.name, ready.version, tuple(ready.type_tags))
+    return StartedWorker(process, channel, log, pump, metadata)
+
+
+def _handshake(
+    process: WorkerProcess,
+    channel: Channel[WorkerMessage],
+    log: InstanceLog,
+    start: Start,
+    deadline: float | None,
+) -> Ready:
+    try:
+        channel.send(start)
+        hello = _receive_until(process, channel, deadline)
+        if not isinstance(hello, Hello):
+            raise ProtocolError(f"expected Hello, got {type(hello).__name__}")
+        if hello.protocol != PROTOCOL_VERSION:
+            raise InitializationFailed(
+                f"worker speaks protocol {hello.protocol}, host speaks {PROTOCOL_VERSION}"
+            )
+        while True:
+            message = _receive_until(process, channel, deadline)
+            if isinstance(message, Log):
+                log_record(log, message)
+            elif isinstance(message, Ready):
+                break
+            elif isinstance(message, StartFailed):
+                raise error_for_code(message.code, message.message)
+            elif isinstance(message, Fatal):
+                raise InitializationFailed(f"worker failed: {message.message}")
+            else:
+                raise ProtocolError(f"unexpected {type(message).__name__} during start")
+    except TimeoutError:
+        raise InitializationFailed(
+            f"worker process {process.pid} did not start the plugin in time"
+        ) from None
+    except ProtocolError as exc:
+        raise InitializationFailed(f"worker protocol error during start: {exc}") from None
+    except OSError as exc:
+        raise InitializationFailed(f"worker channel failed during start: {exc}") from None
+    channel.sock.settimeout(None)
+    return message
+
+
+def _receive_until(
+    process: WorkerProcess, channel: Channel[WorkerMessage], deadline: float | None
+) -> WorkerMessage:
+    if deadline is not None:
+        channel.sock.settimeout(max(0.001, deadline - time.monotonic()))
+    message = channel.receive()
+    if message is None:
+        code = process.wait(2.0)
+        if code is None:
+            process.kill()
+        raise InitializationFailed(
+            f"worker process {process.pid} {process.describe()} during start"
+        )
+    return message
+
+
+def log_record(log: InstanceLog, message: Log) -> None:
+    """Emit a record the worker sent; ``ProtocolError`` if its level is not one of ours."""
+    try:
+        level = LogLevel(message.level)
+    except ValueError:
+        raise ProtocolError(f"log record with invalid level {message.level}") from None
+    log.emit(level, message.target, message.message)
+
+
+def abandon(
+    process: WorkerProcess,
+    channel: Channel[WorkerMessage],
+    pump: OutputPump | None,
+    log: InstanceLog,
+) -> None:
+    """Kill a worker that will not serve, and release its pipes, channel and log gate."""
+    process.kill()
+    channel.close()
+    if pump is None or pump.join(1.0):
+        process.close_pipes()
+    log.close()
+
+
+def _wire_source(source: Source) -> PythonPlugin | NativePlugin:
+    if isinstance(source, NativeSource):
+        return NativePlugin(str(source.path))
+    return PythonPlugin(str(source.search_dir), source.module, source.class_name)
+
+
+def _wire_config(config: PluginConfig, level: LogLevel) -> dict[str, Any]:
+    wire = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
+    wire["log_level"] = int(level)
+    return wire
+
+
+def worker_command(channel_fd: int) -> list[str]:
+    """The command line of a worker speaking on ``channel_fd`` for this host process."""
+    return [
+        sys.executable,
+        "-m",
+        "plugbridge._worker",
+        "--channel-fd",
+        str(channel_fd),
+        "--host-pid",
+        str(os.getpid()),
+    ]
+
+
+def _worker_env() -> dict[str, str]:
+    """The host's environment, with plugbridge importable even if it is not installed."""
+    env = dict(os.environ)
+    package_parent = str(Path(__file__).resolve().parent.parent.parent)
+    if package_parent not in {*site.getsitepackages(), site.getusersitepackages()}:
+        existing = env.get("PYTHONPATH")
+        env["PYTHONPATH"] = package_parent + (os.pathsep + existing if existing else "")
+    return env
