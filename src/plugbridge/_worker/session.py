@@ -60,6 +60,10 @@ WORKER_STOP_SHARE = 0.8
 """Share of the shutdown timeout the worker gets to stop its instance; the rest is the
 host's, to terminate, kill and reap a worker that did not."""
 
+EXIT_WAIT = 1.0
+"""Seconds a worker whose channel ended gets to exit before it is killed: the crash report
+names its exit status, so it is built only once that status is known."""
+
 _ids = itertools.count(1)
 
 
@@ -86,7 +90,6 @@ class WorkerSession:
         self._pending: dict[int, _Pending] = {}
         self._accepting = True
         self._stopping = False
-        self._died = False
         self._stopped_error: str | bool | None = False
         """False until ``Stopped`` arrives; then its error (None: a clean stop)."""
         self._stopped = threading.Event()
@@ -154,10 +157,6 @@ class WorkerSession:
     def _refusal(self) -> PluginError:
         if self.crash is not None:
             return PluginCrashed(self.crash.message)
-        if self._died:
-            return PluginCrashed(
-                f"plugin {self.metadata.name!r}: worker process {self.process.pid} has died"
-            )
         return InvalidState(
             f"plugin {self.metadata.name!r} is {self.state.name}; calls need ACTIVE"
         )
@@ -256,27 +255,18 @@ class WorkerSession:
     def _read_loop(self) -> None:
         """The reader thread: read while no caller does; handle the channel's end."""
         problem = self._turn.run()
+        if not self._stopping:
+            message = self._crash_message(problem)
         with self._lock:
             if self._stopping:
                 self._stopped.set()
                 return
-            self._accepting = False  # from here on, stop() only releases what is left
-            self._died = True
-            self._lifecycle.try_move(LifecycleState.FAILED)
-        self._crashed(problem)
-
-    def _crashed(self, problem: str | None) -> None:
-        """On the reader thread: the worker ended without being asked to."""
-        process = self.process
-        if process.wait(0.0 if problem else 1.0) is None:
-            process.kill()  # alive but unusable: it closed or garbled its channel
-        what = f"{problem}; it {process.describe()}" if problem else process.describe()
-        if self._fatal:
-            what += f" ({self._fatal})"
-        message = f"plugin {self.metadata.name!r}: worker process {process.pid} {what}"
-        with self._lock:
+            # Calls sent meanwhile were taken (and fail below); from here on they are
+            # refused with the same message, and stop() only releases what is left.
+            self._accepting = False
             self.crash = PluginCrashed(message)
             pending = self._take_all_pending()
+            self._lifecycle.try_move(LifecycleState.FAILED)
         self._pump.join(1.0)  # its last words (a faulthandler traceback) come first
         self.log.emit(LogLevel.ERROR, "plugbridge", message)
         for entry in pending:
@@ -284,6 +274,17 @@ class WorkerSession:
             entry.release()
         self._finish(time.monotonic() + 1.0)
         self.on_crash(self)
+
+    def _crash_message(self, problem: str | None) -> str:
+        """Why the worker ended, naming its exit code or signal: wait for it (bounded),
+        killing a worker that is alive but unusable (it closed or garbled its channel)."""
+        process = self.process
+        if process.wait(0.0 if problem else EXIT_WAIT) is None:
+            process.kill()
+        what = f"{problem}; it {process.describe()}" if problem else process.describe()
+        if self._fatal:
+            what += f" ({self._fatal})"
+        return f"plugin {self.metadata.name!r}: worker process {process.pid} {what}"
 
     # -- stop --------------------------------------------------------------------------
 
