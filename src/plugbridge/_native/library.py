@@ -31,6 +31,8 @@ MAPPED_PREFIX = "plugbridge-native-"
 _mapped: set[PrivateLibrary] = set()
 """Every library still mapped, with what C may call into, so none of it is freed early."""
 _mapped_lock = threading.Lock()
+_unmapped = threading.Condition(_mapped_lock)
+"""Notified each time a library has been unmapped (for ``wait_all_unmapped``)."""
 
 
 class PrivateLibrary:
@@ -59,9 +61,13 @@ class PrivateLibrary:
             if self.closed:
                 return
             self.closed = True
-            _mapped.discard(self)
-        _ctypes.dlclose(self._cdll._handle)
-        self._keep.clear()
+        try:
+            _ctypes.dlclose(self._cdll._handle)
+        finally:
+            self._keep.clear()
+            with _mapped_lock:
+                _mapped.discard(self)  # only now: it is really gone from the address space
+                _unmapped.notify_all()
 
 
 def _load_private_copy(source: Path) -> ctypes.CDLL:
@@ -83,3 +89,13 @@ def mapped_count() -> int:
     """Private copies still mapped in this process (for diagnostics and tests)."""
     with _mapped_lock:
         return len(_mapped)
+
+
+def wait_all_unmapped(timeout: float) -> bool:
+    """Wait until every private copy of this process is unmapped; False after ``timeout``.
+
+    A copy outlives its instance's ``shutdown`` while a thread is still inside it (a call
+    that timed out, a ``plugin_shutdown`` that was abandoned): this waits for those.
+    """
+    with _unmapped:
+        return _unmapped.wait_for(lambda: not _mapped, timeout)
