@@ -143,3 +143,12 @@ def seconds(value: float | None) -> str:
 def call_timed_out(type_tag: str, timeout: float | None) -> Timeout:
     """The one ``Timeout`` every transport raises for a call that ran out of time."""
     return Timeout(f"call {type_tag!r} exceeded its timeout of {seconds(timeout)}")
+
+
+def not_carried_as_json(what: str, exc: BaseException) -> SerializationError:
+    """The one ``SerializationError`` for a value JSON cannot carry, whatever the path: text
+    with a lone surrogate or invalid UTF-8, an integer too long to write, nesting deeper than
+    the recursion limit (``what``: ``"request for 'echo'"``, ``"response of 'echo'"``)."""
+    if isinstance(exc, RecursionError):
+        return SerializationError(f"{what} is nested too deeply to be carried as JSON")
+    return SerializationError(f"{what} cannot be carried as JSON: {describe_exception(exc)}")

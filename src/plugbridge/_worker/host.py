@@ -14,8 +14,16 @@ import time
 from typing import Any
 
 from .._config import PluginConfig
-from .._errors import PluginError, SerializationError, ShutdownFailed
-from .._json import decode_json, encode_json
+from .._errors import (
+    InvalidState,
+    PluginCrashed,
+    PluginError,
+    SerializationError,
+    ShutdownFailed,
+    UnknownMessageType,
+    not_carried_as_json,
+)
+from .._json import decode_json, encode_unchecked
 from .._levels import LogLevel
 from .._lifecycle import LifecycleState
 from .._logsink import LogSink
@@ -23,9 +31,6 @@ from .._sources import Source
 from .._transport import PluginMetadata, Release, Transport
 from .restart import RestartPolicy
 from .session import WorkerSession
-
-RESTART_START_TIMEOUT = 30.0
-"""Seconds a restarted worker may take to become ACTIVE."""
 
 
 class WorkerTransport(Transport):
@@ -83,21 +88,75 @@ class WorkerTransport(Transport):
         return self._rejected_before + self._current.rejected
 
     def call(self, type_tag: str, request: Any, timeout: float | None, release: Release) -> Any:
-        return decode_json(
-            self._current.call(type_tag, _encode(request, release), timeout, release)
-        )
+        session = self._current
+        try:
+            if type(type_tag) is not str or not type_tag.isascii():
+                type_tag = self._wire_tag(type_tag)
+            payload = encode_unchecked(request)
+        except Exception as exc:
+            release()
+            raise self._refusal(session, type_tag, exc) from None
+        except BaseException:
+            release()
+            raise
+        return _decode(type_tag, session.call(type_tag, payload, timeout, release))
 
     def call_json(
         self, type_tag: str, payload: bytes, timeout: float | None, release: Release
     ) -> bytes:
-        result: bytes = self._current.call(type_tag, payload, timeout, release)
+        session = self._current
+        try:
+            if type(type_tag) is not str or not type_tag.isascii():
+                type_tag = self._wire_tag(type_tag)
+        except Exception as exc:
+            release()
+            raise self._refusal(session, type_tag, exc) from None
+        except BaseException:
+            release()
+            raise
+        result: bytes = session.call(type_tag, payload, timeout, release)
         return result
 
     async def acall(
         self, type_tag: str, request: Any, timeout: float | None, release: Release
     ) -> Any:
-        payload = _encode(request, release)
-        return decode_json(await self._current.acall(type_tag, payload, timeout, release))
+        session = self._current
+        try:
+            if type(type_tag) is not str or not type_tag.isascii():
+                type_tag = self._wire_tag(type_tag)
+            payload = encode_unchecked(request)
+        except Exception as exc:
+            release()
+            raise self._refusal(session, type_tag, exc) from None
+        except BaseException:
+            release()
+            raise
+        return _decode(type_tag, await session.acall(type_tag, payload, timeout, release))
+
+    def _wire_tag(self, type_tag: object) -> str:
+        """A type tag that is not plain ASCII ``str``, as it crosses the channel (a plain
+        ``str``); ``UnknownMessageType`` if it cannot cross: no handler can have it."""
+        if not isinstance(type_tag, str):
+            raise UnknownMessageType(f"type_tag must be a str, not {type(type_tag).__name__}")
+        try:
+            type_tag.encode()
+        except UnicodeEncodeError:  # a lone surrogate: not text any plugin can declare
+            raise UnknownMessageType(
+                f"plugin {self.metadata.name!r} has no handler for {type_tag!r}"
+            ) from None
+        return str.__str__(type_tag)
+
+    def _refusal(self, session: WorkerSession, type_tag: object, exc: Exception) -> Exception:
+        """Why a call is refused before it is sent: the instance not serving comes first
+        (as the in-process transport checks it first), then the tag, then the request."""
+        state = session.state
+        if state is not LifecycleState.ACTIVE:
+            if session.crash is not None:
+                return PluginCrashed(session.crash.message)
+            return InvalidState(f"plugin {self.metadata.name!r} is {state.name}; calls need ACTIVE")
+        if isinstance(exc, PluginError):
+            return exc
+        return not_carried_as_json(f"request for {type_tag!r}", exc)
 
     def set_log_level(self, level: LogLevel) -> None:
         self._current.set_log_level(level)
@@ -153,7 +212,7 @@ class WorkerTransport(Transport):
         if self._closing.wait(delay):
             return
         try:
-            fresh = self._launch(time.monotonic() + RESTART_START_TIMEOUT)
+            fresh = self._launch(time.monotonic() + self._config.start_timeout)
         except PluginError as exc:
             self._log.emit(
                 LogLevel.ERROR,
@@ -171,9 +230,11 @@ class WorkerTransport(Transport):
         fresh.stop(self._config.shutdown_timeout)  # shutdown began while it started
 
 
-def _encode(request: Any, release: Release) -> bytes:
+def _decode(type_tag: str, data: bytes) -> Any:
+    """The response as JSON builtins; ``SerializationError`` if it is not valid JSON."""
     try:
-        return encode_json(request)
+        return decode_json(data)
     except SerializationError:
-        release()
         raise
+    except Exception as exc:  # invalid UTF-8 in a string, nesting too deep
+        raise not_carried_as_json(f"response of {type_tag!r}", exc) from None

@@ -15,9 +15,17 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import NoReturn
+from typing import Any, NoReturn
 
-from .._errors import ErrorCode, PluginError, describe_exception
+import msgspec
+
+from .._errors import (
+    InternalError,
+    PluginError,
+    TooManyRequests,
+    describe_exception,
+    not_carried_as_json,
+)
 from .._levels import LogLevel
 from .._logsink import LogSink
 from .._transport import Transport
@@ -78,8 +86,8 @@ class WorkerServer:
             if type(message) is Call and message.cancellable:
                 with self._count_lock:
                     self._busy += 1
-                slot = _CallSlot(self._channel, message.id)
-                self._cancellable.start(message, slot.release, slot.report, self._call_ended)
+                slot = CallSlot(self._channel, message)
+                self._cancellable.start(message, slot, self._call_ended)
             elif type(message) is Call:
                 with self._count_lock:
                     self._busy += 1
@@ -125,21 +133,17 @@ class WorkerServer:
         self._transport.set_log_level(level)
 
     def _run_call(self, call: Call) -> None:
-        slot = _CallSlot(self._channel, call.id)
+        slot = CallSlot(self._channel, call)
         try:
             payload = self._transport.call_json(
                 call.type_tag, call.payload, call.timeout, slot.release
             )
-        except PluginError as exc:
-            error = exc
-            if error.code == ErrorCode.TOO_MANY_REQUESTS:
-                send(self._channel, Stats(self._transport.rejected_count))
-            slot.report(lambda done: Failure(call.id, int(error.code), error.message, done))
         except BaseException as exc:
-            message = describe_exception(exc)
-            slot.report(lambda done: Failure(call.id, int(ErrorCode.INTERNAL_ERROR), message, done))
+            if isinstance(exc, TooManyRequests):
+                send(self._channel, Stats(self._transport.rejected_count))
+            slot.fail(exc)
         else:
-            slot.report(lambda done: Result(call.id, payload, done))
+            slot.succeed(payload)
         finally:
             self._call_ended()
 
@@ -162,14 +166,16 @@ class WorkerServer:
         exit_now(0)
 
 
-class _CallSlot:
-    """Sends a call's answer with ``done`` set if its work has ended, else ``Released`` later."""
+class CallSlot:
+    """One call's answer: sent with ``done`` set if its work has ended, else ``Released``
+    follows when it does. Whatever the failure, it reaches the host as a ``PluginError``."""
 
-    __slots__ = ("_channel", "_id", "_lock", "_released", "_reported")
+    __slots__ = ("_channel", "_id", "_lock", "_released", "_reported", "_type_tag")
 
-    def __init__(self, channel: Channel[HostMessage], call_id: int) -> None:
+    def __init__(self, channel: Channel[HostMessage], call: Call) -> None:
         self._channel = channel
-        self._id = call_id
+        self._id = call.id
+        self._type_tag = call.type_tag
         self._lock = threading.Lock()
         self._released = False
         self._reported = False
@@ -180,19 +186,56 @@ class _CallSlot:
             if self._reported:
                 send(self._channel, Released(self._id))
 
-    def report(self, answer: Callable[[bool], Result | Failure]) -> None:
-        """Send ``answer(done)``."""
+    def succeed(self, payload: bytes) -> None:
         with self._lock:
             self._reported = True
-            send(self._channel, answer(self._released))
+            send(self._channel, Result(self._id, payload, self._released))
+
+    def fail(self, exc: BaseException) -> None:
+        error = call_error(self._type_tag, exc)
+        with self._lock:
+            self._reported = True
+            send(self._channel, Failure(self._id, int(error.code), error.message, self._released))
+
+
+def call_error(type_tag: str, exc: BaseException) -> PluginError:
+    """A call's failure as the host will see it.
+
+    The instance raises ``PluginError``s for what it knows (its handlers' exceptions become
+    ``HandlerError``); what else escapes comes from turning values into JSON and back, and
+    msgspec says so with ``ValueError`` (a lone surrogate, invalid UTF-8, an integer too
+    long) or ``RecursionError`` (nesting too deep): a ``SerializationError``, as everywhere.
+    """
+    if isinstance(exc, PluginError):
+        return exc
+    if isinstance(exc, ValueError | RecursionError):
+        return not_carried_as_json(f"request or response of {type_tag!r}", exc)
+    return InternalError(describe_exception(exc))
 
 
 def send(channel: Channel[HostMessage], message: object) -> None:
     """Send to the host; a host that is gone ends this process."""
     try:
-        channel.send(message)  # type: ignore[arg-type]
+        try:
+            channel.send(message)  # type: ignore[arg-type]
+        except UnicodeEncodeError:  # a lone surrogate in some text (an exception's message)
+            channel.send(escaped(message))
     except OSError:
         exit_now(0)
+
+
+def escaped(message: Any) -> Any:
+    """``message`` with lone surrogates in its text written as ``\\udXXX`` escapes."""
+    fields = {name: _escaped_text(getattr(message, name)) for name in message.__struct_fields__}
+    return msgspec.structs.replace(message, **fields)
+
+
+def _escaped_text(value: object) -> object:
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, list):
+        return [_escaped_text(item) for item in value]
+    return value
 
 
 def fatal(channel: Channel[HostMessage], message: str) -> NoReturn:

@@ -9,13 +9,15 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from .._errors import Cancelled, InternalError, PluginError, describe_exception
+from .._errors import Cancelled
 from .._json import decode_json, encode_json
-from .._transport import Release, Transport
-from .protocol import Call, Failure, Result
+from .._transport import Transport
+from .protocol import Call
 
-Report = Callable[[Callable[[bool], Result | Failure]], None]
+if TYPE_CHECKING:
+    from .server import CallSlot
 
 
 class CancellableCalls:
@@ -27,8 +29,8 @@ class CancellableCalls:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: dict[int, asyncio.Task[None]] = {}
 
-    def start(self, call: Call, release: Release, report: Report, done: Callable[[], None]) -> None:
-        self._running_loop().call_soon_threadsafe(self._create, call, release, report, done)
+    def start(self, call: Call, slot: CallSlot, done: Callable[[], None]) -> None:
+        self._running_loop().call_soon_threadsafe(self._create, call, slot, done)
 
     def cancel(self, call_id: int) -> None:
         if self._loop is not None:
@@ -44,11 +46,9 @@ class CancellableCalls:
                 self._loop = loop
             return self._loop
 
-    def _create(
-        self, call: Call, release: Release, report: Report, done: Callable[[], None]
-    ) -> None:
+    def _create(self, call: Call, slot: CallSlot, done: Callable[[], None]) -> None:
         assert self._loop is not None
-        task = self._loop.create_task(self._run(call, release, report))
+        task = self._loop.create_task(self._run(call, slot))
         self._tasks[call.id] = task
 
         def finished(_: asyncio.Task[None]) -> None:
@@ -62,23 +62,18 @@ class CancellableCalls:
         if task is not None:
             task.cancel()
 
-    async def _run(self, call: Call, release: Release, report: Report) -> None:
-        call_id = call.id
+    async def _run(self, call: Call, slot: CallSlot) -> None:
         try:
             try:
                 request = decode_json(call.payload)
-            except PluginError:
-                release()
+            except BaseException:
+                slot.release()  # the instance never saw the call
                 raise
-            result = await self._transport.acall(call.type_tag, request, call.timeout, release)
+            result = await self._transport.acall(call.type_tag, request, call.timeout, slot.release)
             payload = encode_json(result)
         except asyncio.CancelledError:
-            error: PluginError = Cancelled("call cancelled by the caller")
-        except PluginError as exc:
-            error = exc
-        except Exception as exc:
-            error = InternalError(describe_exception(exc))
+            slot.fail(Cancelled("call cancelled by the caller"))
+        except BaseException as exc:
+            slot.fail(exc)
         else:
-            report(lambda done: Result(call_id, payload, done))
-            return
-        report(lambda done: Failure(call_id, int(error.code), error.message, done))
+            slot.succeed(payload)
