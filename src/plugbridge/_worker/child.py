@@ -12,6 +12,7 @@ import argparse
 import ctypes
 import faulthandler
 import io
+import logging
 import os
 import signal
 import socket
@@ -23,8 +24,9 @@ from typing import NoReturn
 
 from .._config import PluginConfig
 from .._errors import ErrorCode, PluginError, describe_exception
-from .._levels import LogLevel
-from .._logsink import LogSink
+from .._inprocess.namespace import NAMESPACE_PREFIX
+from .._levels import LogLevel, from_stdlib
+from .._logsink import InstanceLog, LogSink, attributed_instance
 from .._sources import NativeSource, PythonSource, Source
 from .._transport import Transport
 from .protocol import (
@@ -105,6 +107,7 @@ def _start(channel: Channel[HostMessage], start: Start) -> tuple[Transport, LogS
     try:
         config = PluginConfig.coerce(start.config)
         sink = LogSink(forward, config.log_level)
+        logging.lastResort = UnclaimedRecords(sink.instance_log())
         transport = start_local(_source(start), config, sink, deadline)
     except PluginError as exc:
         send(channel, StartFailed(int(exc.code), exc.message))
@@ -115,6 +118,39 @@ def _start(channel: Channel[HostMessage], start: Start) -> tuple[Transport, LogS
     meta = transport.metadata
     send(channel, Ready(meta.name, meta.version, list(meta.type_tags)))
     return transport, sink
+
+
+class UnclaimedRecords(logging.Handler):
+    """The worker's ``logging.lastResort``: records no handler took, as the plugin's records.
+
+    Python prints such records (WARNING and up) to stderr, which the host reads as records
+    too: a library's warning logged in a handler, already attributed to the instance, would
+    arrive twice. Here a record created while the instance's code runs has been attributed
+    (see ``_inprocess.logrouting``) and is dropped; any other one (a thread the plugin
+    started, say) is sent with its logger name as target. Handlers a plugin installs itself
+    (``basicConfig``) still get their records: this one only stands in for the last resort.
+    """
+
+    def __init__(self, log: InstanceLog) -> None:
+        super().__init__(logging.NOTSET)
+        self._log = log
+
+    def handle(self, record: logging.LogRecord) -> bool:
+        if attributed_instance.get() is None or record.name.startswith(_NOT_ATTRIBUTED):
+            self.emit(record)
+        return True
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = _FORMAT.format(record)
+        except Exception as exc:
+            message = f"{record.msg!r} (formatting failed: {exc!r})"
+        self._log.emit(from_stdlib(record.levelno), record.name, message)
+
+
+_FORMAT = logging.Formatter("%(message)s")
+_NOT_ATTRIBUTED = (NAMESPACE_PREFIX, "plugbridge")
+"""Loggers the record factory does not attribute (the instance's own, plugbridge's)."""
 
 
 def _source(start: Start) -> Source:
