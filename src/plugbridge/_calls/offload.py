@@ -36,16 +36,20 @@ class Offload:
         self.pending.add(completion)
 
         def job() -> None:
+            value: Any = None
+            error: PluginError | None = None
             try:
                 if not completion.settled:  # the caller may have given up already
-                    completion.settle(work(), None)
+                    value = work()
             except PluginError as exc:
-                completion.settle(None, exc)
+                error = exc
             except BaseException as exc:
-                completion.settle(None, unexpected(exc))
+                error = unexpected(exc)
             finally:
                 self.pending.discard(completion)
                 done()
+            # Settled after ``done()``: a caller that has its answer finds its slot free.
+            completion.settle(value, error)
 
         try:
             self.pool.submit(job)

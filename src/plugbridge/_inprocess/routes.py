@@ -9,11 +9,14 @@ from typing import Any
 
 import msgspec
 
-from .._errors import InitializationFailed, SerializationError
-from .._json import decode_json, encode_json, encode_unchecked, to_builtins
+from .._errors import InitializationFailed, PluginError, SerializationError, not_carried_as_json
+from .._json import encode_unchecked
 from .._plugin import HANDLER_TAG_ATTR, Plugin, PluginContext
 
 _RAW_ROUTE_CACHE = 1024
+_encode = msgspec.json.Encoder().encode
+_decode = msgspec.json.Decoder().decode
+_to_builtins = msgspec.to_builtins
 PLAIN_TYPES = frozenset({dict, list, str, int, float, bool, type(None)})
 
 
@@ -26,8 +29,6 @@ class Route:
         "is_async",
         "method",
         "request_type",
-        "to_json",
-        "to_object",
         "type_tag",
     )
 
@@ -38,9 +39,6 @@ class Route:
         self.request_type = request_type
         self.convert_to: Any = None if request_type is Any else request_type
         """For the inline fast path: plain requests go straight to ``msgspec.convert``."""
-        self.to_object: Callable[[Any], Any] = msgspec.to_builtins
-        """Response to JSON builtins (may raise TypeError/EncodeError: see ``encode_error``)."""
-        self.to_json: Callable[[Any], bytes] = encode_unchecked
         try:
             self._decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(request_type)
         except TypeError as exc:
@@ -51,41 +49,57 @@ class Route:
     def invalid_request(self, exc: Exception) -> SerializationError:
         return SerializationError(f"invalid request for {self.type_tag!r}: {exc}")
 
-    def invalid_response(self, exc: Exception) -> SerializationError:
-        return SerializationError(f"response of {self.type_tag!r} is not JSON-serializable: {exc}")
+    def bad_request(self, exc: Exception) -> PluginError:
+        """The error for a request that failed to decode, convert or validate."""
+        return _json_error(exc, f"request for {self.type_tag!r}", self.invalid_request)
+
+    def bad_response(self, exc: Exception) -> PluginError:
+        """The error for a response that failed to encode (or, raw, to decode)."""
+        return _json_error(exc, f"response of {self.type_tag!r}", None)
 
     def request_from_json(self, payload: bytes) -> Any:
         try:
             return self._decoder.decode(payload)
-        except msgspec.ValidationError as exc:
-            raise SerializationError(f"invalid request for {self.type_tag!r}: {exc}") from None
-        except msgspec.DecodeError as exc:
-            raise SerializationError(
-                f"request for {self.type_tag!r} is not valid JSON: {exc}"
-            ) from None
+        except Exception as exc:
+            raise self.bad_request(exc) from None
 
     def request_from_object(self, request: Any) -> Any:
         """Validate a Python request exactly as if it had crossed the wire as JSON."""
-        if type(request) not in PLAIN_TYPES:
-            request = to_builtins(request)
-        if self.request_type is Any:
-            return request
         try:
+            if type(request) not in PLAIN_TYPES:
+                request = msgspec.to_builtins(request)
+            if self.request_type is Any:
+                return request
             return msgspec.convert(request, self.request_type)
-        except msgspec.ValidationError as exc:
-            raise self.invalid_request(exc) from None
+        except Exception as exc:
+            raise self.bad_request(exc) from None
 
     def response_to_object(self, result: Any) -> Any:
         try:
-            return self.to_object(result)
-        except (TypeError, msgspec.EncodeError) as exc:
-            raise self.invalid_response(exc) from None
+            return _to_builtins(result)
+        except Exception as exc:
+            raise self.bad_response(exc) from None
 
     def response_to_json(self, result: Any) -> bytes:
         try:
-            return self.to_json(result)
-        except (TypeError, msgspec.EncodeError) as exc:
-            raise self.invalid_response(exc) from None
+            return encode_unchecked(result)
+        except Exception as exc:
+            raise self.bad_response(exc) from None
+
+
+def _json_error(
+    exc: Exception, what: str, invalid: Callable[[Exception], SerializationError] | None
+) -> PluginError:
+    """One mapping from what msgspec (or the interpreter) raised to the error the host sees."""
+    if isinstance(exc, PluginError):
+        return exc
+    if isinstance(exc, msgspec.ValidationError) and invalid is not None:
+        return invalid(exc)
+    if isinstance(exc, msgspec.DecodeError):
+        return SerializationError(f"{what} is not valid JSON: {exc}")
+    if isinstance(exc, TypeError | msgspec.EncodeError):
+        return SerializationError(f"{what} is not JSON-serializable: {exc}")
+    return not_carried_as_json(what, exc)  # too deep, not UTF-8, a lone surrogate, ...
 
 
 class RawRoute(Route):
@@ -108,32 +122,39 @@ class RawRoute(Route):
 
             super().__init__(type_tag, call_sync, bytes)
         self.convert_to = None
-        self.to_object = self.response_to_object
-        self.to_json = self.response_to_json
 
     def request_from_json(self, payload: bytes) -> Any:
         return bytes(payload)
 
     def request_from_object(self, request: Any) -> Any:
-        return encode_json(request)
+        try:
+            return _encode(request)
+        except Exception as exc:
+            raise self.bad_request(exc) from None
 
     def response_to_object(self, result: Any) -> Any:
-        return decode_json(_response_bytes(self.type_tag, result))
+        try:
+            return _decode(self._response_bytes(result))
+        except Exception as exc:
+            raise self.bad_response(exc) from None
 
     def response_to_json(self, result: Any) -> bytes:
-        data = _response_bytes(self.type_tag, result)
-        decode_json(data)  # a response must be valid JSON whichever way it is read
+        try:
+            data = self._response_bytes(result)
+            _decode(data)  # a response must be valid JSON whichever way it is read
+        except Exception as exc:
+            raise self.bad_response(exc) from None
         return data
 
-
-def _response_bytes(type_tag: str, result: Any) -> bytes:
-    if isinstance(result, bytes | bytearray | memoryview):
-        return bytes(result)
-    if isinstance(result, str):
-        return result.encode()
-    raise SerializationError(
-        f"handle_request for {type_tag!r} must return JSON bytes, not {type(result).__name__}"
-    )
+    def _response_bytes(self, result: Any) -> bytes:
+        if isinstance(result, bytes | bytearray | memoryview):
+            return bytes(result)
+        if isinstance(result, str):
+            return result.encode()
+        raise SerializationError(
+            f"handle_request for {self.type_tag!r} must return JSON bytes,"
+            f" not {type(result).__name__}"
+        )
 
 
 class RouteTable:

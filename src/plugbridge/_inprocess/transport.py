@@ -227,9 +227,9 @@ class InProcessTransport(Transport):
                 value = msgspec.convert(request, route.convert_to)
             else:
                 value = route.request_from_object(request)
-        except msgspec.ValidationError as exc:
+        except Exception as exc:
             self._leave(release)
-            raise route.invalid_request(exc) from None
+            raise route.bad_request(exc) from None
         except BaseException:
             self._leave(release)
             raise
@@ -327,21 +327,25 @@ class InProcessTransport(Transport):
         self, route: Route, value: Any, completion: Completion, release: Release, encode: Encode
     ) -> None:
         """The task body: settles the completion itself (no extra loop iteration)."""
+        result: Any = None
+        error: PluginError | None = None
         try:
             if completion.settled:  # the caller gave up before the task could start
                 return
-            completion.settle(encode(await route.method(self._ctx, value)), None)
+            result = encode(await route.method(self._ctx, value))
         except asyncio.CancelledError:
-            completion.settle(None, Cancelled("call cancelled: the plugin is shutting down"))
+            error = Cancelled("call cancelled: the plugin is shutting down")
             raise
         except PluginError as exc:
-            completion.settle(None, exc)
+            error = exc
         except BaseException as exc:
-            completion.settle(None, _handler_error(exc))
+            error = _handler_error(exc)
         finally:
             assert self._offload is not None
             self._offload.pending.discard(completion)
             self._leave(release)
+            # Settled last: a caller that has its answer finds its slot free.
+            completion.settle(result, error)
 
 
 if sys.version_info >= (3, 12):

@@ -1,0 +1,193 @@
+"""Hardening (issue 7): odd inputs, hostile callbacks and odd file names get one clear answer.
+
+Every test here runs once per isolation mode (the ``isolation`` fixture) unless it says why
+it is in-process only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+import plugbridge
+
+DEEP = 100_000
+UTF8 = re.compile("utf-8", re.IGNORECASE)
+
+DEEP_PLUGIN = """
+    from __future__ import annotations
+    import msgspec
+    from plugbridge import Plugin, handler
+
+    class Node(msgspec.Struct):
+        child: Node | None = None
+
+    class Deep(Plugin):
+        name = "deep"
+
+        @handler("echo")
+        def echo(self, ctx, req):
+            return req
+
+        @handler("aecho")
+        async def aecho(self, ctx, req):
+            return req
+
+        @handler("typed")
+        def typed(self, ctx, req: Node) -> int:
+            return 1
+
+        @handler("make")
+        def make(self, ctx, depth):
+            value = None
+            for _ in range(depth):
+                value = [value]
+            return value
+
+        @handler("amake")
+        async def amake(self, ctx, depth):
+            value = None
+            for _ in range(depth):
+                value = [value]
+            return value
+"""
+
+RAW_PLUGIN = """
+    from plugbridge import Plugin
+
+    class Raw(Plugin):
+        name = "raw"
+
+        def handle_request(self, ctx, type_tag, payload):
+            if type_tag == "latin1":
+                return b'{"name": "caf\\xe9"}'
+            if type_tag == "surrogate":
+                return b'["\\xed\\xa0\\x80"]'
+            if type_tag == "deep":
+                return b"[" * 100_000 + b"]" * 100_000
+            return payload
+"""
+
+
+def deep_list(depth: int = DEEP) -> object:
+    value: object = None
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def assert_serves(plugin: plugbridge.PluginHandle, tag: str, request: object = 1) -> None:
+    """Nothing was left behind: no slot, no gate entry, and the next call is answered."""
+    assert plugin.in_flight == 0
+    assert plugin.call(tag, request) == request
+
+
+@pytest.fixture
+def deep(write_plugin: Callable[..., Path], isolation: str) -> Iterator[plugbridge.PluginHandle]:
+    plugin = plugbridge.load(
+        write_plugin(DEEP_PLUGIN, "deep_plugin.py"),
+        isolation=isolation,
+        config={"max_concurrent_ops": 4},
+    )
+    yield plugin
+    plugin.shutdown()
+
+
+@pytest.fixture
+def raw(write_plugin: Callable[..., Path], isolation: str) -> Iterator[plugbridge.PluginHandle]:
+    plugin = plugbridge.load(write_plugin(RAW_PLUGIN, "raw_plugin.py"), isolation=isolation)
+    yield plugin
+    plugin.shutdown()
+
+
+# -- defect 4: values nested too deeply ------------------------------------------------
+
+
+@pytest.mark.parametrize("tag", ["echo", "aecho"])
+@pytest.mark.parametrize("timeout", [None, 30.0])
+def test_deep_request_is_a_serialization_error(
+    deep: plugbridge.PluginHandle, tag: str, timeout: float | None
+) -> None:
+    value = deep_list()
+    for _ in range(6):  # more times than there are slots: none may leak
+        with pytest.raises(plugbridge.SerializationError, match="nested too deeply"):
+            deep.call(tag, value, timeout=timeout)
+        with pytest.raises(plugbridge.SerializationError, match="nested too deeply"):
+            deep.call_json(tag, "[" * DEEP + "]" * DEEP, timeout=timeout)
+        with pytest.raises(plugbridge.SerializationError, match="nested too deeply"):
+            asyncio.run(deep.acall(tag, value, timeout=timeout))
+    assert_serves(deep, tag)
+
+
+def test_deep_request_for_a_typed_handler(deep: plugbridge.PluginHandle) -> None:
+    value: object = None
+    for _ in range(DEEP):
+        value = {"child": value}
+    for timeout in (None, 30.0):
+        with pytest.raises(plugbridge.SerializationError, match="nested too deeply"):
+            deep.call_json("typed", '{"child":' * DEEP + "null" + "}" * DEEP, timeout=timeout)
+        with pytest.raises(plugbridge.SerializationError, match="nested too deeply"):
+            deep.call("typed", value, timeout=timeout)
+        with pytest.raises(plugbridge.SerializationError, match="nested too deeply"):
+            asyncio.run(deep.acall("typed", value, timeout=timeout))
+    assert deep.call("typed", {"child": {}}) == 1
+    assert deep.in_flight == 0
+
+
+@pytest.mark.parametrize("tag", ["make", "amake"])
+def test_deep_response_is_a_serialization_error(deep: plugbridge.PluginHandle, tag: str) -> None:
+    for _ in range(6):
+        with pytest.raises(plugbridge.SerializationError, match="nested too deeply"):
+            deep.call(tag, DEEP)
+        with pytest.raises(plugbridge.SerializationError, match="nested too deeply"):
+            deep.call(tag, DEEP, timeout=30)
+        with pytest.raises(plugbridge.SerializationError, match="nested too deeply"):
+            deep.call_json(tag, str(DEEP))
+        with pytest.raises(plugbridge.SerializationError, match="nested too deeply"):
+            asyncio.run(deep.acall(tag, DEEP))
+    assert deep.call(tag, 2) == [[None]]
+    assert_serves(deep, "echo")
+
+
+def test_deep_raw_response_is_a_serialization_error(raw: plugbridge.PluginHandle) -> None:
+    for _ in range(3):
+        with pytest.raises(plugbridge.SerializationError, match="nested too deeply"):
+            raw.call("deep")
+        with pytest.raises(plugbridge.SerializationError, match="nested too deeply"):
+            raw.call_json("deep", "1")
+    assert_serves(raw, "echo", {"a": 1})
+
+
+# -- defect 5: invalid UTF-8 inside JSON strings -----------------------------------------
+
+
+@pytest.mark.parametrize("payload", [b'{"a": "\xff"}', b'["caf\xe9"]', b'"\xed\xa0\x80"'])
+def test_call_json_request_with_invalid_utf8(deep: plugbridge.PluginHandle, payload: bytes) -> None:
+    for tag in ("echo", "aecho"):
+        with pytest.raises(plugbridge.SerializationError, match=UTF8):
+            deep.call_json(tag, payload)
+        with pytest.raises(plugbridge.SerializationError, match=UTF8):
+            deep.call_json(tag, payload, timeout=30)
+    assert_serves(deep, "echo")
+
+
+@pytest.mark.parametrize("tag", ["latin1", "surrogate"])
+def test_raw_response_with_invalid_utf8(raw: plugbridge.PluginHandle, tag: str) -> None:
+    for _ in range(3):
+        with pytest.raises(plugbridge.SerializationError, match=UTF8):
+            raw.call(tag)
+        with pytest.raises(plugbridge.SerializationError, match=UTF8):
+            raw.call_json(tag, "1")
+        with pytest.raises(plugbridge.SerializationError, match=UTF8):
+            asyncio.run(raw.acall(tag))
+    assert_serves(raw, "echo", "ok")
+
+
+def test_raw_request_with_invalid_utf8_echoed(raw: plugbridge.PluginHandle) -> None:
+    with pytest.raises(plugbridge.SerializationError, match=UTF8):
+        raw.call_json("echo", b'["\xff"]')
+    assert raw.in_flight == 0
