@@ -107,7 +107,7 @@ class LogSink:
                 self._fallback.log(to_stdlib(level), "%s", message, extra={"plugin_target": target})
             else:
                 self.callback(level, target, message)
-        except Exception as exc:
+        except BaseException as exc:  # SystemExit, KeyboardInterrupt too: the host's, not ours
             self._report_callback_failure(exc)
         finally:
             attributed_instance.reset(token)
@@ -118,7 +118,7 @@ class LogSink:
                 "plugbridge dropped %d plugin log records while the log callback was busy", dropped
             )
 
-    def _report_callback_failure(self, exc: Exception) -> None:
+    def _report_callback_failure(self, exc: BaseException) -> None:
         if self._callback_failed:
             return
         self._callback_failed = True  # once per handle: a broken callback must not flood

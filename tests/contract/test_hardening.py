@@ -191,3 +191,57 @@ def test_raw_request_with_invalid_utf8_echoed(raw: plugbridge.PluginHandle) -> N
     with pytest.raises(plugbridge.SerializationError, match=UTF8):
         raw.call_json("echo", b'["\xff"]')
     assert raw.in_flight == 0
+
+
+# -- defect 8: a log callback raising SystemExit or KeyboardInterrupt ---------------------
+
+CHATTY = """
+    import asyncio, logging
+    from plugbridge import Plugin, handler
+
+    log = logging.getLogger(__name__)
+
+    class Chatty(Plugin):
+        name = "chatty"
+
+        @handler("say")
+        def say(self, ctx, n):
+            for i in range(n):
+                log.warning("record %d", i)
+            return "done"
+
+        @handler("asay")
+        async def asay(self, ctx, n):
+            for i in range(n):
+                log.warning("record %d", i)
+                await asyncio.sleep(0)
+            return "done"
+"""
+
+
+@pytest.mark.parametrize("exc_type", [SystemExit, KeyboardInterrupt, GeneratorExit])
+def test_a_callback_raising_base_exceptions_breaks_nothing(
+    write_plugin: Callable[..., Path],
+    isolation: str,
+    exc_type: type[BaseException],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    seen: list[str] = []
+
+    def callback(level: object, target: str, message: str) -> None:
+        seen.append(message)
+        raise exc_type("the callback gives up")
+
+    source = write_plugin(CHATTY, "chatty_plugin.py")
+    with (
+        caplog.at_level("ERROR", logger="plugbridge"),
+        plugbridge.load(source, log_callback=callback, isolation=isolation) as plugin,
+    ):
+        assert plugin.call("say", 3) == "done"
+        assert plugin.call("say", 2, timeout=30) == "done"
+        assert asyncio.run(plugin.acall("asay", 2)) == "done"
+        assert plugin.call("asay", 1) == "done"
+        assert plugin.in_flight == 0
+    assert seen == [f"record {i}" for i in (0, 1, 2, 0, 1, 0, 1, 0)]  # none lost
+    reports = [r for r in caplog.records if "log callback raised" in r.getMessage()]
+    assert len(reports) == 1, reports  # reported once
