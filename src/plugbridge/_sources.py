@@ -16,7 +16,8 @@ _DOTTED = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*(:[A-Za-z_]\w*)?$")
 
 @dataclass(frozen=True, slots=True)
 class PythonSource:
-    """A Python plugin: import ``module`` (dotted, relative to ``search_dir``)."""
+    """A Python plugin: import ``module`` (dotted, relative to ``search_dir``), or the file
+    ``search_dir/<module>.py`` when that exists (see ``dotted_file``)."""
 
     search_dir: Path
     module: str
@@ -25,6 +26,17 @@ class PythonSource:
     @property
     def top_package(self) -> str:
         return self.module.partition(".")[0]
+
+    @property
+    def dotted_file(self) -> Path | None:
+        """The plugin's file when its name has dots before ``.py`` (``hello.v2.py``), else None.
+
+        Such a ``module`` ("hello.v2") names a file in ``search_dir``, not a submodule.
+        """
+        if "." not in self.module:
+            return None
+        file = self.search_dir / f"{self.module}.py"
+        return file if file.is_file() else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,15 +59,15 @@ def resolve_source(source: str | os.PathLike[str]) -> Source:
     if not text:
         raise InitializationFailed("source is empty")
     path = Path(text)
-    if path.suffix in NATIVE_SUFFIXES or ".so." in path.name:
-        if not path.is_file():
-            raise InitializationFailed(f"native plugin library not found: {text}")
-        return NativeSource(path.resolve())
-    if path.suffix == ".py":
+    if path.suffix == ".py":  # Python whatever dots precede: hello.v2.py, weird.so.py
         if not path.is_file():
             raise InitializationFailed(f"plugin file not found: {text}")
         resolved = path.resolve()
         return PythonSource(resolved.parent, resolved.stem)
+    if path.suffix in NATIVE_SUFFIXES or ".so." in path.name:
+        if not path.is_file():
+            raise InitializationFailed(f"native plugin library not found: {text}")
+        return NativeSource(path.resolve())
     if path.is_dir():
         resolved = path.resolve()
         if not (resolved / "__init__.py").is_file():

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import re
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 import plugbridge
+
+from ..conftest import LogCapture
 
 DEEP = 100_000
 UTF8 = re.compile("utf-8", re.IGNORECASE)
@@ -245,3 +248,60 @@ def test_a_callback_raising_base_exceptions_breaks_nothing(
     assert seen == [f"record {i}" for i in (0, 1, 2, 0, 1, 0, 1, 0)]  # none lost
     reports = [r for r in caplog.records if "log callback raised" in r.getMessage()]
     assert len(reports) == 1, reports  # reported once
+
+
+# -- defect 9: dotted file names are Python plugins ----------------------------------------
+
+DOTTED = """
+    import logging
+    from plugbridge import Plugin, handler
+    from .dotted_helper import twice
+
+    log = logging.getLogger(__name__)
+
+    class Dotted(Plugin):
+        @handler("twice")
+        def run(self, ctx, n):
+            log.warning("twice %d", n)
+            return twice(n)
+"""
+
+
+@pytest.mark.parametrize("name", ["hello.v2.py", "weird.so.py", "a.b.c.py", "lib.so.1.py"])
+def test_dotted_file_names_load_as_python_plugins(
+    write_plugin: Callable[..., Path], isolation: str, name: str, capture: LogCapture
+) -> None:
+    write_plugin("def twice(n):\n    return 2 * n\n", "dotted_helper.py")
+    source = write_plugin(DOTTED, name)
+    stem = name.removesuffix(".py")
+    with plugbridge.load(source, log_callback=capture, isolation=isolation) as plugin:
+        assert plugin.metadata.name == stem
+        assert plugin.call("twice", 21) == 42
+        assert plugin.call_json("twice", "2") == "4"
+        assert asyncio.run(plugin.acall("twice", 3)) == 6
+        plugin.reload()
+        assert plugin.call("twice", 1) == 2
+    assert capture.targets()[:1] == [stem]  # the name the author gave the file
+    assert not [m for m in sys.modules if m.startswith("_plugbridge_")]
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ("import no_such_module_xyz", "no_such_module_xyz"),
+        ("from . import no_such_helper_xyz", "no_such_helper_xyz"),
+        ("from .no_such_helper_xyz import thing", "no_such_helper_xyz"),
+        ("raise ValueError('boom at import')", "boom at import"),
+        ("x = 1", "no plugbridge.Plugin subclass"),
+    ],
+)
+def test_dotted_file_errors_name_no_internal_module(
+    write_plugin: Callable[..., Path], isolation: str, body: str, expected: str
+) -> None:
+    source = write_plugin(body, "broken.v3.py")
+    with pytest.raises(plugbridge.InitializationFailed) as info:
+        plugbridge.load(source, isolation=isolation)
+    assert expected in info.value.message
+    assert "_plugbridge_" not in info.value.message
+    assert "broken.v3" in info.value.message
+    assert not [m for m in sys.modules if m.startswith("_plugbridge_")]

@@ -76,6 +76,24 @@ class _NamespaceFinder(importlib.abc.MetaPathFinder):
                 sys.meta_path.remove(self)
 
 
+class _DottedFileSpec(importlib.machinery.ModuleSpec):
+    """A plugin file with dots in its name (``hello.v2.py``), straight in the namespace.
+
+    Its module name keeps the dots (``_plugbridge_3.hello.v2``, so ``getLogger(__name__)``
+    reads ``hello.v2``), but its parent is the namespace itself: relative imports find the
+    modules next to the file, as for any other plugin file.
+    """
+
+    def __init__(self, fullname: str, file: Path, namespace: str) -> None:
+        super().__init__(fullname, _FreshSourceLoader(fullname, str(file)), origin=str(file))
+        self.has_location = True
+        self._namespace = namespace
+
+    @property
+    def parent(self) -> str:
+        return self._namespace
+
+
 def _spec(fullname: str, file: Path, *, package: bool) -> importlib.machinery.ModuleSpec:
     spec = importlib.util.spec_from_file_location(
         fullname,
@@ -112,18 +130,35 @@ class PluginNamespace:
         sys.modules[self.name] = root
         _FINDER.register(self.name)
         try:
-            self.module = importlib.import_module(f"{self.name}.{self.source.module}")
+            self.module = self._import()
         except BaseException as exc:
             self.unload()
             raise InitializationFailed(
                 f"cannot import plugin {self.source.module!r} from {self.source.search_dir}: "
-                f"{describe_exception(exc)}"
+                f"{self.strip_text(describe_exception(exc))}"
             ) from None
         try:
             return self._plugin_class(self.module)
         except InitializationFailed:
             self.unload()
             raise
+
+    def _import(self) -> types.ModuleType:
+        fullname = f"{self.name}.{self.source.module}"
+        file = self.source.dotted_file
+        if file is None:
+            return importlib.import_module(fullname)
+        # ``import_module`` would read the dots as packages: load the file itself.
+        spec = _DottedFileSpec(fullname, file, self.name)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[fullname] = module
+        assert spec.loader is not None
+        spec.loader.exec_module(module)
+        return module
+
+    def strip_text(self, text: str) -> str:
+        """An error text without the namespace's internal name: the author's names only."""
+        return text.replace(self.name + ".", "").replace(self.name, str(self.source.search_dir))
 
     def unload(self) -> None:
         """Remove every module of this namespace from ``sys.modules``."""
