@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -323,3 +324,78 @@ def test_sync_callers_read_in_turn_time_out_on_time_and_see_crashes(faulty: Path
         assert time.monotonic() - begin < 0.5
         assert plugin.call("echo", "after") == "after"
         assert "exited with code 5" in crash_with(plugin, "exit", 5)
+
+
+HUNG_START = """
+    import asyncio, os, time
+    from pathlib import Path
+    from plugbridge import Plugin, handler
+
+    class HungStart(Plugin):
+        name = "hung_start"
+
+        {kind} on_start(self, ctx):
+            Path(ctx.data["pidfile"]).write_text(str(os.getpid()))
+            if Path(ctx.data["marker"]).exists():  # hang only once the test asks for it
+                {hang}
+
+        @handler("exit")
+        def exit(self, ctx, req):
+            os._exit(req)
+"""
+
+HANGS = {
+    "sleep": ("def", "time.sleep(60)"),
+    "spin": ("def", "while True: pass"),
+    "async": ("async def", "await asyncio.sleep(60)"),
+}
+
+
+def hung_start(write_plugin: Callable[..., Path], tmp_path: Path, hang: str) -> dict[str, Any]:
+    kind, code = HANGS[hang]
+    source = write_plugin(HUNG_START.format(kind=kind, hang=code), name="hung_start.py")
+    data = {"pidfile": str(tmp_path / "pid"), "marker": str(tmp_path / "marker")}
+    return {"source": source, "data": data}
+
+
+@pytest.mark.parametrize("hang", sorted(HANGS))
+def test_a_hung_on_start_fails_the_load_at_the_start_timeout(
+    write_plugin: Callable[..., Path], tmp_path: Path, hang: str
+) -> None:
+    plugin = hung_start(write_plugin, tmp_path, hang)
+    config = {"start_timeout": 1.0, "data": plugin["data"]}
+    with plugbridge.load(plugin["source"], config=config, isolation="process"):
+        pass  # warm: lazy pools started, so that counts compare
+    threads, fds = threading.active_count(), len(os.listdir("/proc/self/fd"))
+    Path(plugin["data"]["marker"]).touch()
+    begin = time.monotonic()
+    with pytest.raises(plugbridge.InitializationFailed, match="in time"):
+        plugbridge.load(plugin["source"], config=config, isolation="process")
+    assert time.monotonic() - begin < 5.0  # 1 s, not the 60 s the plugin would take
+    assert not alive(int(Path(plugin["data"]["pidfile"]).read_text()))
+    assert threading.active_count() == threads
+    assert len(os.listdir("/proc/self/fd")) == fds
+
+
+def test_a_restarted_worker_gets_the_start_timeout_too(
+    write_plugin: Callable[..., Path], tmp_path: Path, capture: LogCapture
+) -> None:
+    plugin = hung_start(write_plugin, tmp_path, "sleep")
+    config = {
+        "start_timeout": 1.0,
+        "data": plugin["data"],
+        "restart_on_crash": True,
+        "max_restarts": 1,
+        "restart_backoff": 0.01,
+    }
+    handle = plugbridge.load(
+        plugin["source"], config=config, isolation="process", log_callback=capture
+    )
+    Path(plugin["data"]["marker"]).touch()
+    first = int(Path(plugin["data"]["pidfile"]).read_text())
+    with pytest.raises(plugbridge.PluginCrashed):
+        handle.call("exit", 1)
+    assert wait_until(lambda: any("restarting its worker failed" in m for m in capture.messages()))
+    restarted = int(Path(plugin["data"]["pidfile"]).read_text())
+    assert restarted != first and not alive(restarted)
+    handle.shutdown()
