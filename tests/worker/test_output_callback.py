@@ -1,0 +1,83 @@
+"""isolation="process": a log callback that raises never reaches the caller or the plugin.
+
+Records of a worker are delivered on host threads: the caller's (while it reads its own
+answer), the session's reader thread (asyncio callers, records while nobody calls) and the
+output pump (stdout/stderr lines). A callback raising ``SystemExit`` or
+``KeyboardInterrupt`` on any of them is contained: calls answer as usual, no thread dies,
+and later records still arrive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+import plugbridge
+
+from ..conftest import wait_until
+
+NOISY = """
+    import logging
+    from plugbridge import Plugin, handler
+
+    log = logging.getLogger("noisy")
+
+    class Noisy(Plugin):
+        name = "noisy"
+
+        @handler("noise")
+        def noise(self, ctx, req):
+            log.warning("boom %s 1", req)
+            print(f"boom {req} out", flush=True)
+            log.warning("boom %s 2", req)
+            return req
+
+        @handler("anoise")
+        async def anoise(self, ctx, req):
+            log.warning("boom %s 1", req)
+            print(f"boom {req} out", flush=True)
+            log.warning("boom %s 2", req)
+            return req
+"""
+
+
+class RaisingCallback:
+    """Records every message, then raises ``exc_type`` for each one."""
+
+    def __init__(self, exc_type: type[BaseException]) -> None:
+        self.exc_type = exc_type
+        self.messages: list[str] = []
+        self.threads: set[str] = set()
+        self._lock = threading.Lock()
+
+    def __call__(self, level: object, target: str, message: str) -> None:
+        with self._lock:
+            self.messages.append(message)
+            self.threads.add(threading.current_thread().name)
+        raise self.exc_type("raised by the log callback")
+
+    def got(self, round_: int) -> bool:
+        with self._lock:
+            wanted = {f"boom {round_} 1", f"boom {round_} out", f"boom {round_} 2"}
+            return wanted <= set(self.messages)
+
+
+@pytest.mark.parametrize("exc_type", [SystemExit, KeyboardInterrupt, RuntimeError])
+def test_a_raising_log_callback_is_contained_on_every_host_thread(
+    write_plugin: Callable[..., Path], exc_type: type[BaseException]
+) -> None:
+    source = write_plugin(NOISY, name="noisy.py")
+    callback = RaisingCallback(exc_type)
+    with plugbridge.load(source, isolation="process", log_callback=callback) as plugin:
+        assert plugin.call("noise", 1) == 1  # the caller reads its answer and the records
+        assert wait_until(lambda: callback.got(1))
+        assert asyncio.run(plugin.acall("anoise", 2)) == 2  # the reader thread delivers
+        assert wait_until(lambda: callback.got(2))
+        assert plugin.call("noise", 3, timeout=10) == 3  # everyone still alive
+        assert wait_until(lambda: callback.got(3))
+        assert plugin.state is plugbridge.LifecycleState.ACTIVE
+    assert any(name.endswith("-output") for name in callback.threads)  # the pump too
