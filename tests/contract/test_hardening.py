@@ -305,3 +305,48 @@ def test_dotted_file_errors_name_no_internal_module(
     assert "_plugbridge_" not in info.value.message
     assert "broken.v3" in info.value.message
     assert not [m for m in sys.modules if m.startswith("_plugbridge_")]
+
+
+# -- defect 10: durations in messages -------------------------------------------------------
+
+HANGS_ON_STOP = """
+    import asyncio
+    from plugbridge import Plugin, handler
+
+    class HangsOnStop(Plugin):
+        name = "hangs_on_stop"
+
+        async def on_stop(self, ctx):
+            await asyncio.sleep(60)
+
+        @handler("x")
+        def x(self, ctx, req):
+            return 1
+"""
+
+NOISE = re.compile(r"\d\.\d{4,}s")
+"""A duration printed with more than three decimals: float noise."""
+
+
+def test_shutdown_failed_prints_durations_without_float_noise(
+    write_plugin: Callable[..., Path], isolation: str
+) -> None:
+    source = write_plugin(HANGS_ON_STOP, "hangs_on_stop.py")
+    plugin = plugbridge.load(source, isolation=isolation)
+    with pytest.raises(plugbridge.ShutdownFailed) as info:
+        plugin.shutdown(timeout=0.1 + 0.2)  # 0.30000000000000004
+    assert re.search(r"\(0\.\d{1,3}s\)", info.value.message), info.value.message
+    assert not NOISE.search(info.value.message), info.value.message
+
+
+def test_reload_warning_prints_durations_without_float_noise(
+    write_plugin: Callable[..., Path], isolation: str, capture: LogCapture
+) -> None:
+    source = write_plugin(HANGS_ON_STOP, "hangs_on_stop.py")
+    plugin = plugbridge.load(source, isolation=isolation, log_callback=capture)
+    plugin.reload(timeout=1.5)  # the old instance is stopped with what is left of 1.5 s
+    warnings = [m for m in capture.messages() if "failed to stop" in m]
+    assert len(warnings) == 1, capture.messages()
+    assert not NOISE.search(warnings[0]), warnings[0]
+    with pytest.raises(plugbridge.ShutdownFailed):  # the new instance hangs too
+        plugin.shutdown(timeout=0.2)

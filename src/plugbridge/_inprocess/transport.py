@@ -33,6 +33,7 @@ from .._errors import (
     UnknownMessageType,
     call_timed_out,
     describe_exception,
+    seconds,
 )
 from .._levels import LogLevel
 from .._lifecycle import Lifecycle, LifecycleState
@@ -164,7 +165,9 @@ class InProcessTransport(Transport):
         try:
             self._run_hook("on_stop", deadline)
         except TimeoutError:
-            problems.append(f"on_stop did not finish within the shutdown timeout ({timeout}s)")
+            problems.append(
+                f"on_stop did not finish within the shutdown timeout ({seconds(timeout)})"
+            )
         except BaseException as exc:
             problems.append(f"on_stop raised {describe_exception(exc)}")
         self._teardown(deadline)
