@@ -198,22 +198,26 @@ def test_request_nested_100000_deep_is_a_serialization_error(
     assert_still_serving(payloads, pid)
 
 
-def test_response_nested_100000_deep_is_a_serialization_error(payloads: PluginHandle) -> None:
+@pytest.mark.parametrize("timeout", [None, 10.0])
+@pytest.mark.parametrize("api", APIS)
+def test_response_nested_100000_deep_is_a_serialization_error(
+    payloads: PluginHandle, api: str, timeout: float | None
+) -> None:
     pid = payloads.call("pid")
-    for api in ("call", "call_json"):
-        with pytest.raises(plugbridge.SerializationError) as info:
-            invoke(payloads, api, "deep", None if api == "call" else "null")
-        assert "nested too deeply" in info.value.message
-        assert_still_serving(payloads, pid)
+    with pytest.raises(plugbridge.SerializationError) as info:
+        invoke(payloads, api, "deep", "null" if api == "call_json" else None, timeout)
+    assert "nested too deeply" in info.value.message
+    assert_still_serving(payloads, pid)
 
 
-@pytest.mark.parametrize("api", ["call", "call_json"])
+@pytest.mark.parametrize("timeout", [None, 10.0])
+@pytest.mark.parametrize("api", APIS)
 def test_raw_response_nested_100000_deep_is_a_serialization_error(
-    raw: PluginHandle, api: str
+    raw: PluginHandle, api: str, timeout: float | None
 ) -> None:
     pid = raw.call("pid")
     with pytest.raises(plugbridge.SerializationError) as info:
-        invoke(raw, api, "deep", None if api == "call" else "null")
+        invoke(raw, api, "deep", "null" if api == "call_json" else None, timeout)
     assert "nested too deeply" in info.value.message
     assert_still_serving(raw, pid)
 
@@ -231,13 +235,14 @@ def test_call_json_request_with_invalid_utf8_is_a_serialization_error(
         assert_still_serving(payloads, pid)
 
 
-@pytest.mark.parametrize("api", ["call", "call_json"])
+@pytest.mark.parametrize("timeout", [None, 10.0])
+@pytest.mark.parametrize("api", APIS)
 def test_raw_response_with_invalid_utf8_is_a_serialization_error(
-    raw: PluginHandle, api: str
+    raw: PluginHandle, api: str, timeout: float | None
 ) -> None:
     pid = raw.call("pid")
     with pytest.raises(plugbridge.SerializationError):
-        invoke(raw, api, "bad_utf8", "null" if api == "call_json" else None)
+        invoke(raw, api, "bad_utf8", "null" if api == "call_json" else None, timeout)
     assert_still_serving(raw, pid)
 
 
