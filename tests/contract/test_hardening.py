@@ -7,8 +7,10 @@ it is in-process only.
 from __future__ import annotations
 
 import asyncio
+import gc
 import re
 import sys
+import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -350,3 +352,22 @@ def test_reload_warning_prints_durations_without_float_noise(
     assert not NOISE.search(warnings[0]), warnings[0]
     with pytest.raises(plugbridge.ShutdownFailed):  # the new instance hangs too
         plugin.shutdown(timeout=0.2)
+
+
+# -- defect 17: event loops that awaited acall are not kept alive ---------------------------
+
+
+def test_caller_event_loops_are_not_kept_alive(
+    deep: plugbridge.PluginHandle, isolation: str
+) -> None:
+    loops: list[weakref.ref[asyncio.AbstractEventLoop]] = []
+
+    async def one(i: int) -> object:
+        loops.append(weakref.ref(asyncio.get_running_loop()))
+        return await deep.acall("echo" if i % 2 else "aecho", i)
+
+    assert [asyncio.run(one(i)) for i in range(300)] == list(range(300))
+    gc.collect()
+    alive = [ref for ref in loops if ref() is not None]
+    assert alive == []
+    assert asyncio.run(one(7)) == 7  # a new loop after the old ones are gone

@@ -12,25 +12,42 @@ import asyncio
 import collections
 import contextlib
 import contextvars
+import functools
 import weakref
 from collections.abc import Callable
 from typing import Any
 
 
 class LoopInbox:
-    """Posts callbacks to one loop from any thread; the loop runs them in order."""
+    """Posts callbacks to one loop from any thread; the loop runs them in order.
 
-    __slots__ = ("_context", "_items", "_scheduled", "loop")
+    It holds its loop weakly: an inbox kept in a transport's ``LoopInboxes`` must not keep a
+    caller's loop (and everything reachable from it) alive once its ``asyncio.run`` is over.
+    """
+
+    __slots__ = ("__weakref__", "_context", "_items", "_loop", "_scheduled")
 
     def __init__(
         self, loop: asyncio.AbstractEventLoop, context: contextvars.Context | None = None
     ) -> None:
-        self.loop = loop
+        self._loop: Callable[[], asyncio.AbstractEventLoop | None]
+        try:
+            self._loop = weakref.ref(loop)
+        except TypeError:  # a loop that cannot be weakly referenced is held strongly
+            self._loop = functools.partial(_same, loop)
         self._context = context
         self._items: collections.deque[tuple[Callable[..., object], tuple[Any, ...]]] = (
             collections.deque()
         )
         self._scheduled = False
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The loop (RuntimeError if it is gone: nobody can be waiting on it then)."""
+        loop = self._loop()
+        if loop is None:
+            raise RuntimeError("the event loop is gone")
+        return loop
 
     def post(self, callback: Callable[..., object], *args: Any) -> None:
         """Run ``callback(*args)`` on the loop soon. RuntimeError if the loop is closed."""
@@ -41,7 +58,7 @@ class LoopInbox:
             self._scheduled = True
             try:
                 self.loop.call_soon_threadsafe(self._drain, context=self._context)
-            except RuntimeError:
+            except BaseException:  # a closed loop, or an interrupt between two steps
                 self._scheduled = False
                 raise
 
@@ -59,7 +76,8 @@ class LoopInbox:
 
 
 class LoopInboxes:
-    """One inbox per caller's event loop, forgotten when the loop is."""
+    """One inbox per caller's event loop, forgotten when the loop is (neither holds the
+    other strongly)."""
 
     def __init__(self) -> None:
         self._by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopInbox] = (
@@ -73,3 +91,7 @@ class LoopInboxes:
             with contextlib.suppress(TypeError):  # a loop that cannot be weakly referenced
                 self._by_loop[loop] = inbox
         return inbox
+
+
+def _same(loop: asyncio.AbstractEventLoop) -> asyncio.AbstractEventLoop:
+    return loop

@@ -47,6 +47,7 @@ class DaemonThreadPool:
             if job is None:
                 return
             job()
+            del job  # an idle thread must not keep its last job's objects alive
             with self._lock:
                 self._idle += 1
 
