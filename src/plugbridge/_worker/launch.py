@@ -29,6 +29,7 @@ from .._transport import PluginMetadata
 from .output import OutputPump
 from .process import WorkerProcess
 from .protocol import (
+    NOT_READY,
     PROTOCOL_VERSION,
     Channel,
     Fatal,
@@ -42,6 +43,7 @@ from .protocol import (
     StartFailed,
     WorkerMessage,
 )
+from .reading import ChannelWatch
 
 START_MARGIN = 0.05
 """Seconds of a start deadline kept by the host to receive the worker's answer."""
@@ -87,6 +89,7 @@ def start_worker(
         raise InitializationFailed(f"cannot start a worker process: {exc}") from None
     finally:
         worker_end.close()
+    host_end.setblocking(False)  # every wait of the host polls the worker's end too
     channel: Channel[WorkerMessage] = Channel(host_end, WorkerMessage)
     log = sink.instance_log()
     pump: OutputPump | None = None
@@ -110,9 +113,10 @@ def _handshake(
     start: Start,
     deadline: float | None,
 ) -> Ready:
+    watch = ChannelWatch(channel, process)
     try:
-        channel.send(start)
-        hello = _receive_until(process, channel, deadline)
+        channel.send(start, deadline)
+        hello = _receive_until(watch, deadline)
         if not isinstance(hello, Hello):
             raise ProtocolError(f"expected Hello, got {type(hello).__name__}")
         if hello.protocol != PROTOCOL_VERSION:
@@ -120,11 +124,11 @@ def _handshake(
                 f"worker speaks protocol {hello.protocol}, host speaks {PROTOCOL_VERSION}"
             )
         while True:
-            message = _receive_until(process, channel, deadline)
+            message = _receive_until(watch, deadline)
             if isinstance(message, Log):
                 log_record(log, message)
             elif isinstance(message, Ready):
-                break
+                return message
             elif isinstance(message, StartFailed):
                 raise error_for_code(message.code, message.message)
             elif isinstance(message, Fatal):
@@ -139,24 +143,24 @@ def _handshake(
         raise InitializationFailed(f"worker protocol error during start: {exc}") from None
     except OSError as exc:
         raise InitializationFailed(f"worker channel failed during start: {exc}") from None
-    channel.sock.settimeout(None)
-    return message
 
 
-def _receive_until(
-    process: WorkerProcess, channel: Channel[WorkerMessage], deadline: float | None
-) -> WorkerMessage:
-    if deadline is not None:
-        channel.sock.settimeout(max(0.001, deadline - time.monotonic()))
-    message = channel.receive()
-    if message is None:
-        code = process.wait(2.0)
-        if code is None:
-            process.kill()
-        raise InitializationFailed(
-            f"worker process {process.pid} {process.describe()} during start"
-        )
-    return message
+def _receive_until(watch: ChannelWatch, deadline: float | None) -> WorkerMessage:
+    """The next message; ``TimeoutError`` at ``deadline``, ``InitializationFailed`` if the
+    worker ends first."""
+    while True:
+        message = watch.receive()
+        if message is None:
+            process = watch.process
+            if process.wait(2.0) is None:
+                process.kill()
+            raise InitializationFailed(
+                f"worker process {process.pid} {process.describe()} during start"
+            )
+        if message is not NOT_READY:
+            return message  # type: ignore[return-value]
+        if not watch.wait(deadline):
+            raise TimeoutError
 
 
 def log_record(log: InstanceLog, message: Log) -> None:
@@ -177,6 +181,7 @@ def abandon(
     """Kill a worker that will not serve, and release its pipes, channel and log gate."""
     process.kill()
     channel.close()
+    process.close_pidfd()
     if pump is None or pump.join(1.0):
         process.close_pipes()
     log.close()

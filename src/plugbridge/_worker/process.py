@@ -10,6 +10,7 @@ exactly as long as some worker it forked is not yet reaped, so it never outlives
 from __future__ import annotations
 
 import contextlib
+import os
 import queue
 import signal
 import subprocess
@@ -81,6 +82,9 @@ class WorkerProcess:
         self.pid = popen.pid
         self._forgotten = False
         self._lock = threading.Lock()
+        self.pidfd = _open_pidfd(popen.pid)
+        """A descriptor readable once the process has ended (Linux 5.3+), else None: the
+        host then learns of the end by polling the exit status."""
 
     @classmethod
     def spawn(
@@ -112,7 +116,14 @@ class WorkerProcess:
 
     @property
     def returncode(self) -> int | None:
-        return self._popen.poll()
+        return self.poll()
+
+    def poll(self) -> int | None:
+        """The exit status if the process has ended (it is reaped then), else None."""
+        code = self._popen.poll()
+        if code is not None:
+            self._forget()
+        return code
 
     def wait(self, timeout: float) -> int | None:
         """The exit status, or None if still running after ``timeout`` seconds."""
@@ -151,12 +162,29 @@ class WorkerProcess:
             if stream is not None:
                 stream.close()
 
+    def close_pidfd(self) -> None:
+        """Close ``pidfd`` (once nothing waits on it any more)."""
+        pidfd, self.pidfd = self.pidfd, None
+        if pidfd is not None:
+            os.close(pidfd)
+
     def _forget(self) -> None:
         with self._lock:
             if self._forgotten:
                 return
             self._forgotten = True
         _SPAWNER.forget()
+
+
+def _open_pidfd(pid: int) -> int | None:
+    pidfd_open = getattr(os, "pidfd_open", None)
+    if pidfd_open is None:
+        return None
+    try:
+        fd: int = pidfd_open(pid)
+    except OSError:  # a kernel older than 5.3, or a seccomp filter refusing it
+        return None
+    return fd
 
 
 def describe_exit(code: int | None) -> str:

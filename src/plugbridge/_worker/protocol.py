@@ -5,24 +5,42 @@ tagged msgspec ``Struct`` encoded as an array (its first element is the tag). Th
 speaks first (``Hello``), the host sends ``Start``; both carry ``PROTOCOL_VERSION`` and
 each side refuses a peer that speaks another one. Anything that does not decode as a
 message of the expected direction is a ``ProtocolError``; so is a frame cut off by the end
-of the stream, or one larger than ``MAX_FRAME``.
+of the stream, or one larger than the frame limit (``MAX_FRAME``, or the
+``PLUGBRIDGE_MAX_FRAME`` environment variable, which the worker inherits).
+
+A frame's memory grows with the bytes that arrive, never with the length it declares, and
+a receive buffer grown for a big frame is given back once that frame is consumed.
+The worker's end is a blocking socket read by one thread at a time. The host's end is
+non-blocking: it waits with ``poll`` (for the worker's end too, see ``reading.py``), and
+its sends are bounded by a deadline and interrupted by ``shutdown``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
+import os
+import select
 import socket
 import threading
-from typing import Any, Generic, TypeVar
+import time
+from typing import Any, Final, Generic, TypeVar
 
 import msgspec
 
 PROTOCOL_VERSION = 1
 MAX_FRAME = 1 << 30
-"""Largest body accepted (1 GiB): a larger length prefix is garbage, not a frame."""
+"""Default limit on a frame's body (1 GiB): a larger length prefix is garbage, not a frame."""
+MAX_FRAME_ENV = "PLUGBRIDGE_MAX_FRAME"
+"""Environment variable overriding ``MAX_FRAME`` (bytes), read when a channel is made."""
 HEADER_SIZE = 4
 _RECV_SIZE = 64 * 1024
-"""Receive buffer size; a larger frame gets a buffer of its own size while it is read."""
+"""Receive buffer size; a larger frame grows it while it is read."""
+RETAINED_BUFFER = 1 << 20
+"""A receive buffer grown beyond this is shrunk back once its frame has been consumed."""
+CLOSE_WAIT = 1.0
+"""Seconds ``close`` waits for a send that is ending to let go of the socket."""
+_NO_SIGNAL = getattr(socket, "MSG_NOSIGNAL", 0)
 
 
 class ProtocolError(Exception):
@@ -160,14 +178,61 @@ WorkerMessage = (
 M = TypeVar("M")
 
 
+class _NotReady:
+    """The type of ``NOT_READY``."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "NOT_READY"
+
+
+NOT_READY: Final = _NotReady()
+"""``Channel.receive_ready`` found no complete frame (yet)."""
+
+
+class FrameTooLarge(Exception):
+    """A message to send is larger than the frame limit: it is not sent."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"{size} bytes, larger than the frame limit of {limit} bytes")
+        self.size = size
+        self.limit = limit
+
+
+class SendTimeout(TimeoutError):
+    """A send's deadline passed. ``started``: part of the frame was written; the channel
+    writes the rest in the background (the peer will receive the whole frame)."""
+
+    def __init__(self, started: bool) -> None:
+        super().__init__("the peer did not read the channel in time")
+        self.started = started
+
+
+def frame_limit() -> int:
+    """The largest frame body accepted: ``PLUGBRIDGE_MAX_FRAME`` if it is set to a whole
+    number of bytes (at most what the 4-byte header can say), else ``MAX_FRAME``."""
+    try:
+        limit = int(os.environ.get(MAX_FRAME_ENV, MAX_FRAME))
+    except ValueError:
+        return MAX_FRAME
+    return limit if 0 < limit < 1 << 32 else MAX_FRAME
+
+
 class Channel(Generic[M]):
     """One end of the socket: sends any message, receives messages of type ``M``.
 
-    ``send`` is safe from many threads; ``receive`` must have one reader at a time.
+    ``send`` is safe from many threads; receiving must have one reader at a time. On a
+    blocking socket (the worker's) ``receive`` blocks; on a non-blocking one (the host's)
+    the reader waits for ``sock`` to be readable and calls ``receive_ready``, and sends
+    wait with ``poll`` until their deadline.
     """
 
-    def __init__(self, sock: socket.socket, incoming: Any) -> None:
+    def __init__(self, sock: socket.socket, incoming: Any, *, max_frame: int | None = None) -> None:
         self.sock = sock
+        self.max_frame = frame_limit() if max_frame is None else max_frame
+        self._blocking = sock.getblocking()
+        self._closed = False
         self._send_lock = threading.Lock()
         self._encoder = msgspec.msgpack.Encoder()
         self._decoder: msgspec.msgpack.Decoder[M] = msgspec.msgpack.Decoder(incoming)
@@ -176,63 +241,195 @@ class Channel(Generic[M]):
         self._start = 0
         self._end = 0
 
-    def send(self, message: _Message) -> None:
+    # -- sending -----------------------------------------------------------------------
+
+    def frame(self, message: _Message) -> bytes:
+        """``message`` as a frame; ``FrameTooLarge`` if it exceeds the frame limit."""
         body = self._encoder.encode(message)
-        frame = len(body).to_bytes(HEADER_SIZE, "big") + body
-        with self._send_lock:
-            self.sock.sendall(frame)
+        if len(body) > self.max_frame:
+            raise FrameTooLarge(len(body), self.max_frame)
+        return len(body).to_bytes(HEADER_SIZE, "big") + body
+
+    def send(self, message: _Message, deadline: float | None = None) -> None:
+        """Send ``message`` (not checked against the frame limit: the peer judges)."""
+        body = self._encoder.encode(message)
+        self.send_frame(len(body).to_bytes(HEADER_SIZE, "big") + body, deadline)
 
     def send_raw(self, data: bytes) -> None:
         """Write bytes as they are (tests use it to inject broken frames)."""
-        with self._send_lock:
-            self.sock.sendall(data)
+        self.send_frame(data)
+
+    def send_frame(self, frame: bytes, deadline: float | None = None) -> None:
+        """Write a whole frame, frames from several threads never interleaving.
+
+        On a non-blocking socket, ``SendTimeout`` once ``deadline`` (monotonic) passes:
+        with ``started`` false nothing was written; with it true the rest of the frame is
+        written in the background, until done or until the channel is shut down. Either
+        way an ``OSError`` if the channel is shut down or broken.
+        """
+        lock = self._send_lock
+        if self._blocking:
+            with lock:
+                self.sock.sendall(frame)
+            return
+        if not lock.acquire(False) and not lock.acquire(True, _seconds_left(deadline)):
+            raise SendTimeout(started=False)
+        try:  # the lock is released here, or by the writer of the frame's rest
+            if self._closed:
+                raise BrokenPipeError("the channel is shut down")
+            sent = self.sock.send(frame, _NO_SIGNAL)
+        except BlockingIOError:
+            sent = 0
+        except BaseException:
+            lock.release()
+            raise
+        if sent == len(frame):
+            lock.release()
+            return
+        self._send_rest(memoryview(frame), sent, deadline)
+
+    def _send_some(self, data: bytes | memoryview) -> int:
+        if self._closed:
+            raise BrokenPipeError("the channel is shut down")
+        try:
+            return self.sock.send(data, _NO_SIGNAL)
+        except BlockingIOError:
+            return 0
+
+    def _send_rest(self, frame: memoryview, sent: int, deadline: float | None) -> None:
+        """With the send lock held, write ``frame[sent:]`` (see ``send_frame``); the lock
+        is released when this frame is done with."""
+        background = False
+        try:
+            writable = select.poll()
+            writable.register(self.sock.fileno(), select.POLLOUT)
+            while sent < len(frame):
+                left = _seconds_left(deadline)
+                if left == 0.0:
+                    break
+                if writable.poll(-1 if left < 0 else math.ceil(left * 1000)):
+                    sent += self._send_some(frame[sent:])
+            else:
+                return
+            if sent:
+                background = True
+                threading.Thread(
+                    target=self._send_in_background,
+                    args=(frame, sent),
+                    name="plugbridge-channel-send",
+                    daemon=True,
+                ).start()
+            raise SendTimeout(started=bool(sent))
+        finally:
+            if not background:
+                self._send_lock.release()
+
+    def _send_in_background(self, frame: memoryview, sent: int) -> None:
+        with contextlib.suppress(OSError):
+            self._send_rest(frame, sent, None)
+
+    # -- receiving ---------------------------------------------------------------------
 
     def receive(self) -> M | None:
-        """The next message; None at a clean end of stream. ``ProtocolError`` if broken."""
+        """The next message, blocking; None at a clean end of stream. ``ProtocolError`` if
+        broken. For a blocking socket (on a non-blocking one: ``BlockingIOError``)."""
         while True:
-            held = self._end - self._start
-            if held >= HEADER_SIZE:
-                start = self._start
-                size = int.from_bytes(self._buffer[start : start + HEADER_SIZE], "big")
-                if size > MAX_FRAME:
-                    raise ProtocolError(f"frame length {size} exceeds the limit of {MAX_FRAME}")
-                end = start + HEADER_SIZE + size
-                if end <= self._end:
-                    if end == self._end:
-                        self._start = self._end = 0  # all consumed: refill from the front
-                    else:
-                        self._start = end
-                    return self._decode(self._view[start + HEADER_SIZE : end])
-                if end > len(self._buffer):
-                    self._make_room(HEADER_SIZE + size)
-            elif self._start + HEADER_SIZE > len(self._buffer):
-                self._make_room(HEADER_SIZE)
-            count = self.sock.recv_into(self._view[self._end :])
-            if not count:
-                if self._end > self._start:
-                    raise ProtocolError(
-                        f"stream ended inside a frame ({self._end - self._start} byte(s) of it)"
-                    )
+            message = self._take()
+            if message is not NOT_READY:
+                return message  # type: ignore[return-value]
+            if not self._fill():
+                self.end_of_stream()
                 return None
-            self._end += count
+
+    def receive_ready(self) -> M | _NotReady | None:
+        """The next message if it is complete with what the socket holds now, else
+        ``NOT_READY``; None at a clean end of stream; ``ProtocolError`` if broken."""
+        while True:
+            message = self._take()
+            if message is not NOT_READY:
+                return message
+            try:
+                count = self._fill()
+            except BlockingIOError:
+                return NOT_READY
+            if not count:
+                self.end_of_stream()
+                return None
+
+    def end_of_stream(self) -> None:
+        """The stream has ended (the peer is gone): ``ProtocolError`` if inside a frame."""
+        if self._end > self._start:
+            raise ProtocolError(
+                f"stream ended inside a frame ({self._end - self._start} byte(s) of it)"
+            )
 
     def has_frame(self) -> bool:
-        """Whether ``receive`` can answer without reading the socket (or raise at once)."""
+        """Whether receiving can answer without reading the socket (or raise at once)."""
         held = self._end - self._start
         if held < HEADER_SIZE:
             return False
         size = int.from_bytes(self._buffer[self._start : self._start + HEADER_SIZE], "big")
-        return size > MAX_FRAME or held >= HEADER_SIZE + size
+        return size > self.max_frame or held >= HEADER_SIZE + size
 
-    def _make_room(self, frame_size: int) -> None:
-        """Move the partial frame to the front, growing the buffer if it cannot hold it."""
-        held = bytes(self._view[self._start : self._end])
-        if frame_size > len(self._buffer) or (frame_size <= _RECV_SIZE < len(self._buffer)):
-            self._view.release()
-            self._buffer = bytearray(max(frame_size, _RECV_SIZE))
-            self._view = memoryview(self._buffer)
-        self._view[: len(held)] = held
-        self._start, self._end = 0, len(held)
+    @property
+    def capacity(self) -> int:
+        """Bytes the receive buffer holds now (memory, not data)."""
+        return len(self._buffer)
+
+    def _take(self) -> M | _NotReady:
+        """The first frame in the buffer, decoded, or ``NOT_READY`` if it is incomplete."""
+        start = self._start
+        if self._end - start < HEADER_SIZE:
+            return NOT_READY
+        size = int.from_bytes(self._buffer[start : start + HEADER_SIZE], "big")
+        if size > self.max_frame:
+            raise ProtocolError(f"frame length {size} exceeds the limit of {self.max_frame}")
+        end = start + HEADER_SIZE + size
+        if end > self._end:
+            return NOT_READY
+        if end == self._end:
+            self._start = self._end = 0  # all consumed: refill from the front
+        else:
+            self._start = end
+        message = self._decode(self._view[start + HEADER_SIZE : end])
+        if len(self._buffer) > RETAINED_BUFFER:
+            self._shrink()
+        return message
+
+    def _fill(self) -> int:
+        """Read what the socket has (at least one byte, or 0 at its end) into the buffer."""
+        if self._end == len(self._buffer):
+            self._make_room()
+        count = self.sock.recv_into(self._view[self._end :])
+        self._end += count
+        return count
+
+    def _make_room(self) -> None:
+        """Room for more bytes: move the partial frame to the front, or grow the buffer —
+        at most doubling it, and never beyond what the frame being read declares."""
+        start, held = self._start, self._end - self._start
+        need = HEADER_SIZE
+        if held >= HEADER_SIZE:
+            need += int.from_bytes(self._buffer[start : start + HEADER_SIZE], "big")
+        capacity = len(self._buffer)
+        if need > capacity:
+            self._replace_buffer(min(need, 2 * capacity))
+        elif start:
+            self._view[:held] = self._view[start : self._end]
+            self._start, self._end = 0, held
+
+    def _shrink(self) -> None:
+        """A big frame was consumed: give its memory back unless the next one needs it."""
+        if self._end - self._start <= _RECV_SIZE:
+            self._replace_buffer(_RECV_SIZE)
+
+    def _replace_buffer(self, capacity: int) -> None:
+        count = self._end - self._start
+        buffer = bytearray(capacity)
+        buffer[:count] = self._view[self._start : self._end]
+        self._view.release()
+        self._buffer, self._view = buffer, memoryview(buffer)
+        self._start, self._end = 0, count
 
     def _decode(self, body: memoryview) -> M:
         try:
@@ -240,8 +437,28 @@ class Channel(Generic[M]):
         except msgspec.DecodeError as exc:
             raise ProtocolError(f"undecodable frame of {len(body)} byte(s): {exc}") from None
 
-    def close(self) -> None:
-        """Wake a blocked reader (it sees the end of stream) and release the socket."""
+    # -- the end -----------------------------------------------------------------------
+
+    def shutdown(self) -> None:
+        """End both directions: a blocked reader sees the end of stream, a blocked or
+        background send fails, and later sends fail at once. The socket stays open."""
+        self._closed = True
         with contextlib.suppress(OSError):
             self.sock.shutdown(socket.SHUT_RDWR)
-        self.sock.close()
+
+    def close(self) -> None:
+        """``shutdown``, then release the socket (once no send uses it, or after a second)."""
+        self.shutdown()
+        acquired = self._send_lock.acquire(timeout=CLOSE_WAIT)
+        try:
+            self.sock.close()
+        finally:
+            if acquired:
+                self._send_lock.release()
+
+
+def _seconds_left(deadline: float | None) -> float:
+    """Seconds until ``deadline`` (never negative), or -1 for no deadline."""
+    if deadline is None:
+        return -1
+    return max(0.0, deadline - time.monotonic())

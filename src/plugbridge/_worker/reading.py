@@ -1,4 +1,4 @@
-"""The reading turn: which thread reads the worker's channel now, and how it reads.
+"""The reading turn: which thread reads the worker's channel now, and how it waits.
 
 Frames from the worker are read by one thread at a time, the one holding the turn, and
 dispatched in order. A sync caller whose call is the only one in flight and that finds the
@@ -7,6 +7,12 @@ channel ends): the answer then needs no hop between threads. Otherwise the sessi
 thread reads (for asyncio callers, for several calls in flight, for records while nobody
 calls). Only the reader thread acts on the channel's end: a caller that meets it records why
 and leaves.
+
+The host's end of the channel is non-blocking and every wait is a ``poll`` on it *and* on
+the worker process (``WorkerProcess.pidfd``; without one, the exit status is polled every
+``EXIT_POLL_MS``). A worker that has ended is noticed even if the end of stream never comes
+(a process it forked still holds the channel), and a caller waiting in the middle of a
+frame (a frozen worker) still leaves at its deadline.
 """
 
 from __future__ import annotations
@@ -18,7 +24,8 @@ import time
 from collections.abc import Callable, Sized
 
 from .._calls.completion import ThreadCompletion
-from .protocol import Channel, ProtocolError, WorkerMessage
+from .process import WorkerProcess
+from .protocol import NOT_READY, Channel, ProtocolError, WorkerMessage, _NotReady
 
 IDLE_GRACE = 0.005
 """Seconds the reader thread leaves the channel to sync callers after one's turn ended
@@ -26,10 +33,76 @@ with no call in flight: back-to-back calls read their own answers without waking
 Records sent while nobody calls may wait this long (twice at most)."""
 POLL_RECHECK_MS = 500
 """The reader thread's wait for the channel re-checks that the session is alive this often."""
+EXIT_POLL_MS = 200
+"""Without a pidfd, waits re-check the worker's exit status this often."""
+
+
+class ChannelWatch:
+    """Waits until the worker's channel is readable or the worker has ended.
+
+    One per waiting thread: a ``poll`` object must not be used by two threads at once.
+    """
+
+    def __init__(self, channel: Channel[WorkerMessage], process: WorkerProcess) -> None:
+        self.channel = channel
+        self.process = process
+        self.poller = select.poll()
+        self.poller.register(channel.sock.fileno(), select.POLLIN)
+        self._exit: select.poll | None = None
+        pidfd = process.pidfd
+        if pidfd is not None:
+            self.poller.register(pidfd, select.POLLIN)
+            self._exit = select.poll()
+            self._exit.register(pidfd, select.POLLIN)
+        self.slice_ms = -1 if pidfd is not None else EXIT_POLL_MS
+        """Longest single wait: -1 (none) when the pidfd wakes us, else ``EXIT_POLL_MS``."""
+
+    def wait(self, deadline: float | None) -> bool:
+        """Wait until there is something to read (or the worker ended); False once
+        ``deadline`` (monotonic) has passed first."""
+        poller, slice_ms = self.poller, self.slice_ms
+        while True:
+            if deadline is None:
+                timeout = slice_ms
+            else:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                timeout = math.ceil(left * 1000)
+                if 0 <= slice_ms < timeout:
+                    timeout = slice_ms
+            if poller.poll(timeout) or (slice_ms >= 0 and self.worker_ended()):
+                return True
+
+    def ready(self) -> bool:
+        """Whether there is something to read (or the worker ended), without waiting."""
+        return bool(self.poller.poll(0)) or (self._exit is None and self.worker_ended())
+
+    def worker_ended(self) -> bool:
+        if self._exit is not None:
+            return bool(self._exit.poll(0))
+        return self.process.poll() is not None
+
+    def receive(self) -> WorkerMessage | _NotReady | None:
+        """The next message if it is complete, else ``NOT_READY``; None at the channel's
+        end, which includes the worker's end once everything it wrote has been read."""
+        message = self.channel.receive_ready()
+        if message is NOT_READY and self.worker_ended():
+            return self.leftover()
+        return message
+
+    def leftover(self) -> WorkerMessage | None:
+        """The worker has ended: the next of the frames it wrote before, or None (the end:
+        even if a process it forked still holds the channel open)."""
+        message = self.channel.receive_ready()
+        if message is NOT_READY:
+            self.channel.end_of_stream()  # ProtocolError inside a frame
+            return None
+        return message  # type: ignore[return-value]
 
 
 class ReadingTurn:
-    """The turn to read ``channel``, handing each frame to ``dispatch``.
+    """The turn to read the worker's channel, handing each frame to ``dispatch``.
 
     ``in_flight`` is the session's table of calls in flight (only its size is read).
     """
@@ -37,10 +110,12 @@ class ReadingTurn:
     def __init__(
         self,
         channel: Channel[WorkerMessage],
+        process: WorkerProcess,
         dispatch: Callable[[WorkerMessage], None],
         in_flight: Sized,
     ) -> None:
         self._channel = channel
+        self._process = process
         self._dispatch = dispatch
         self._in_flight = in_flight
         self._lock = threading.Condition(threading.Lock())
@@ -54,8 +129,8 @@ class ReadingTurn:
         self._end_problem: str | None = None
         """Why the channel ended (None: it just closed), once ``ended``."""
         self._closed = False
-        self._readable = select.poll()
-        self._readable.register(channel.sock.fileno(), select.POLLIN)
+        self._watch = ChannelWatch(channel, process)
+        """Used by whoever holds the turn."""
 
     # -- a caller's turn ---------------------------------------------------------------
 
@@ -64,7 +139,7 @@ class ReadingTurn:
         reads and the channel has not ended. With several in flight the reader thread reads
         for all (a reading caller would race it for every frame)."""
         with self._lock:
-            if self.reading is not None or self.ended or len(self._in_flight) > 1:
+            if self.reading is not None or self.ended or self._closed or len(self._in_flight) > 1:
                 return False
             self.reading = me
         return True
@@ -90,7 +165,7 @@ class ReadingTurn:
             self._lock.notify()
 
     def close(self) -> None:
-        """The session is over: the reader thread stops reading."""
+        """The session is over: nobody takes the turn any more, the reader thread stops."""
         with self._lock:
             self._closed = True
             self._quiet = False
@@ -103,26 +178,31 @@ class ReadingTurn:
         ``deadline``, or the channel's end; without a completion (the reader thread), while
         frames are at hand. Frames already buffered are always dispatched before returning,
         so that the next reader only has to wait for the socket."""
-        channel, readable, dispatch = self._channel, self._readable, self._dispatch
+        channel, watch, dispatch = self._channel, self._watch, self._dispatch
+        readable, forever = watch.poller, watch.slice_ms
         try:
             while True:
                 if not channel.has_frame():
                     if completion is None:
-                        if not readable.poll(0):
+                        if not watch.ready():
                             return
                     elif completion.settled:
                         return
-                    elif deadline is not None:
-                        left = deadline - time.monotonic()
-                        if left <= 0 or not readable.poll(math.ceil(left * 1000)):
-                            return
-                message = channel.receive()
+                    elif deadline is None and forever < 0:
+                        readable.poll(-1)
+                    elif not watch.wait(deadline):
+                        return
+                message = channel.receive_ready()
+                if message is NOT_READY:
+                    if not watch.worker_ended():
+                        continue  # a partial frame: wait for the rest
+                    message = watch.leftover()
                 if message is None:
                     self._channel_ended(None)
                     return
-                dispatch(message)
+                dispatch(message)  # type: ignore[arg-type]
         except ProtocolError as exc:
-            self._channel_ended(f"sent a malformed frame ({exc}) and was killed")
+            self._channel_ended(f"sent a malformed frame ({exc})")
         except OSError as exc:
             self._channel_ended(f"broke its channel ({exc})")
 
@@ -136,9 +216,8 @@ class ReadingTurn:
     def run(self) -> str | None:
         """The reader thread: read whenever no caller does, until the channel ends or the
         turn is closed; say why the channel ended (None: it just closed)."""
-        sock_fd = self._channel.sock.fileno()
-        ready = select.poll()
-        ready.register(sock_fd, select.POLLIN)
+        idle = ChannelWatch(self._channel, self._process)
+        recheck = POLL_RECHECK_MS if idle.slice_ms < 0 else min(POLL_RECHECK_MS, idle.slice_ms)
         me = threading.current_thread()
         lock = self._lock
         while True:
@@ -153,7 +232,9 @@ class ReadingTurn:
                     return self._end_problem
                 if self._channel.has_frame():
                     self.reading = me  # left over by a caller's last read
-            if self.reading is not me and ready.poll(POLL_RECHECK_MS):
+            if self.reading is not me and (
+                idle.poller.poll(recheck) or (idle.slice_ms >= 0 and idle.worker_ended())
+            ):
                 with lock:
                     if self.reading is None and not self.ended:
                         self.reading = me

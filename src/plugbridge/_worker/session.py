@@ -26,12 +26,16 @@ from .._calls.inbox import LoopInboxes
 from .._config import PluginConfig
 from .._errors import (
     Cancelled,
+    InternalError,
     InvalidState,
     PluginCrashed,
     PluginError,
+    SerializationError,
     UnknownMessageType,
     call_timed_out,
+    describe_exception,
     error_for_code,
+    seconds,
 )
 from .._levels import LogLevel
 from .._lifecycle import Lifecycle, LifecycleState
@@ -40,14 +44,17 @@ from .._sources import Source
 from .._transport import Release
 from .launch import StartedWorker, log_record, start_worker
 from .protocol import (
+    MAX_FRAME_ENV,
     Call,
     Cancel,
     Failure,
     Fatal,
+    FrameTooLarge,
     Log,
     ProtocolError,
     Released,
     Result,
+    SendTimeout,
     SetLevel,
     Stats,
     Stop,
@@ -63,6 +70,10 @@ host's, to terminate, kill and reap a worker that did not."""
 EXIT_WAIT = 1.0
 """Seconds a worker whose channel ended gets to exit before it is killed: the crash report
 names its exit status, so it is built only once that status is known."""
+
+CONTROL_WAIT = 0.05
+"""Seconds a control frame (``Cancel``, ``SetLevel``) waits for a busy channel before a
+background thread takes it over: the sender (maybe an event loop) is never held longer."""
 
 _ids = itertools.count(1)
 
@@ -93,9 +104,11 @@ class WorkerSession:
         self._stopped_error: str | bool | None = False
         """False until ``Stopped`` arrives; then its error (None: a clean stop)."""
         self._stopped = threading.Event()
+        self._stop_end_problem: str | None = None
+        """Why the channel ended while stopping, if it was broken."""
         self._fatal: str | None = None
         self._pump = started.pump
-        self._turn = ReadingTurn(self.channel, self._dispatch, self._pending)
+        self._turn = ReadingTurn(self.channel, self.process, self._dispatch, self._pending)
         self._released = False
         self._caller_loops = LoopInboxes()
         self._lifecycle.move(LifecycleState.ACTIVE)
@@ -135,24 +148,68 @@ class WorkerSession:
         release: Release,
         completion: Completion,
         *,
+        deadline: float | None,
         cancellable: bool = False,
     ) -> int:
-        """Send a call and return its id; raise (with ``release`` called) if refused."""
-        if type(type_tag) is not str:
+        """Send a call and return its id; raise a ``PluginError`` (with ``release`` called
+        and nothing left in flight) if it is refused or cannot be sent.
+
+        The frame is built before the call is registered: whatever it fails on, nothing is
+        in flight yet. Sending waits for the channel until ``deadline`` (the call's own):
+        a call none of which was written by then is a ``Timeout``; one written in part
+        stays in flight (the rest follows in the background) and times out like any call.
+        """
+        call_id = next(_ids)
+        try:
+            if type(type_tag) is not str:
+                raise UnknownMessageType(f"type_tag must be a str, not {type(type_tag).__name__}")
+            frame = self.channel.frame(Call(call_id, type_tag, payload, timeout, cancellable))
+        except BaseException as exc:
             release()
-            raise UnknownMessageType(f"type_tag must be a str, not {type(type_tag).__name__}")
-        with self._lock:
-            accepting = self._accepting
-            if accepting:
-                call_id = next(_ids)
-                self._pending[call_id] = _Pending(completion, release)
-        if not accepting:
-            release()
-            raise self._refusal()
-        # A worker that is gone cannot take it; the reader then fails it with the others.
-        with contextlib.suppress(OSError):
-            self.channel.send(Call(call_id, type_tag, payload, timeout, cancellable))
+            raise self._unsendable(exc, type_tag) from None
+        entry = _Pending(completion, release)
+        accepted = False
+        try:
+            with self._lock:
+                if self._accepting:
+                    self._pending[call_id] = entry
+                    accepted = True
+            if not accepted:
+                raise self._refusal()
+            self.channel.send_frame(frame, deadline)
+        except SendTimeout as exc:
+            if exc.started:
+                return call_id  # the worker will receive it: it times out like any call
+            self._forget(call_id, release)
+            raise call_timed_out(type_tag, timeout) from None
+        except OSError:
+            pass  # a worker that is gone: the reader fails it with the others
+        except BaseException:
+            self._forget(call_id, release)
+            raise
         return call_id
+
+    def _forget(self, call_id: int, release: Release) -> None:
+        """A call that was not sent leaves the table (unless a sweep already took it)."""
+        self._pending.pop(call_id, None)
+        release()  # idempotent: harmless if the sweep released it already
+
+    def _unsendable(self, exc: BaseException, type_tag: object) -> BaseException:
+        """What a caller sees when its call frame cannot be built."""
+        if isinstance(exc, PluginError) or not isinstance(exc, Exception):
+            return exc  # ours already, or KeyboardInterrupt and the like: as it is
+        if isinstance(exc, FrameTooLarge):
+            return SerializationError(
+                f"call {type_tag!r}: its request ({exc.size} bytes) is larger than the "
+                f"worker channel's frame limit ({exc.limit} bytes, see {MAX_FRAME_ENV})"
+            )
+        if isinstance(exc, UnicodeEncodeError):  # a lone surrogate: no handler has it
+            return UnknownMessageType(
+                f"plugin {self.metadata.name!r} has no handler for {type_tag!r}"
+            )
+        return InternalError(
+            f"call {type_tag!r} cannot be sent to the worker: {describe_exception(exc)}"
+        )
 
     def _refusal(self) -> PluginError:
         if self.crash is not None:
@@ -172,35 +229,52 @@ class WorkerSession:
                 " cannot call it synchronously (use another thread, or acall)"
             )
         completion = ThreadCompletion()
-        self.submit(type_tag, payload, timeout, release, completion)
         deadline = None if timeout is None else time.monotonic() + timeout
+        self.submit(type_tag, payload, timeout, release, completion, deadline=deadline)
         remaining = timeout
         if turn.take(me):
             try:
                 turn.read_for(completion, deadline)
             finally:
                 turn.give_back()
-            if deadline is not None:
-                remaining = max(0.0, deadline - time.monotonic())
+        if deadline is not None:
+            remaining = max(0.0, deadline - time.monotonic())
         return completion.result(remaining, lambda: call_timed_out(type_tag, timeout))
 
     async def acall(
         self, type_tag: str, payload: bytes, timeout: float | None, release: Release
     ) -> Any:
         completion = LoopCompletion(self._caller_loops.get(asyncio.get_running_loop()))
-        call_id = self.submit(type_tag, payload, timeout, release, completion, cancellable=True)
-        completion.on_abandon = lambda: self._send_quietly(Cancel(call_id))
+        deadline = None if timeout is None else time.monotonic() + timeout
+        call_id = self.submit(
+            type_tag, payload, timeout, release, completion, deadline=deadline, cancellable=True
+        )
+        completion.on_abandon = lambda: self._send_control(Cancel(call_id))
         self._turn.wake()  # only the reader thread reads for asyncio callers
-        return await completion.result(timeout, lambda: call_timed_out(type_tag, timeout))
+        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+        return await completion.result(remaining, lambda: call_timed_out(type_tag, timeout))
 
-    def _send_quietly(self, message: Any) -> None:
-        with contextlib.suppress(OSError):  # a worker that is gone is handled by the reader
-            self.channel.send(message)
+    def _send_control(self, message: Cancel | SetLevel) -> None:
+        """Send a small control frame, waiting at most ``CONTROL_WAIT`` for the channel;
+        if it is busy that long, a background thread sends it (until the channel ends)."""
+        frame = self.channel.frame(message)
+        try:
+            self.channel.send_frame(frame, time.monotonic() + CONTROL_WAIT)
+        except SendTimeout as exc:
+            if not exc.started:
+                threading.Thread(
+                    target=self._send_later, args=(frame,), name="plugbridge-send", daemon=True
+                ).start()
+        except OSError:
+            pass  # a worker that is gone is handled by the reader
+
+    def _send_later(self, frame: bytes) -> None:
+        with contextlib.suppress(OSError):
+            self.channel.send_frame(frame)
 
     def set_log_level(self, level: LogLevel) -> None:
         if self._accepting:
-            with contextlib.suppress(OSError):
-                self.channel.send(SetLevel(int(level)))
+            self._send_control(SetLevel(int(level)))
 
     # -- frames from the worker --------------------------------------------------------
 
@@ -259,6 +333,7 @@ class WorkerSession:
             message = self._crash_message(problem)
         with self._lock:
             if self._stopping:
+                self._stop_end_problem = problem
                 self._stopped.set()
                 return
             # Calls sent meanwhile were taken (and fail below); from here on they are
@@ -302,28 +377,31 @@ class WorkerSession:
                 self._reader.join(max(0.0, deadline - time.monotonic()))
             self._finish(deadline)
             return None
-        with contextlib.suppress(OSError):
-            self.channel.send(Stop(timeout * WORKER_STOP_SHARE))
-        self._turn.wake()
         host_share = start + timeout * (1 + WORKER_STOP_SHARE) / 2
+        with contextlib.suppress(OSError):  # SendTimeout too: a frozen worker is ended below
+            self.channel.send(Stop(timeout * WORKER_STOP_SHARE), host_share)
+        self._turn.wake()
         self._stopped.wait(max(0.0, host_share - time.monotonic()))
+        broken = self._stop_end_problem  # before we end it (ending it breaks the channel)
         code = self.process.end(host_share)
-        problem = self._stop_problem(code, timeout)
+        problem = self._stop_problem(code, timeout, broken)
         self._finish(deadline)
         self._lifecycle.move(LifecycleState.FAILED if problem else LifecycleState.STOPPED)
         return problem
 
-    def _stop_problem(self, code: int | None, timeout: float) -> str | None:
-        error = self._stopped_error
+    def _stop_problem(self, code: int | None, timeout: float, broken: str | None) -> str | None:
+        error, pid, ended = self._stopped_error, self.process.pid, self.process.describe()
+        if error is False and broken is not None:
+            return f"worker process {pid} {broken} while stopping; it {ended}"
         if error is False:
             return (
-                f"worker process {self.process.pid} did not stop within the shutdown timeout "
-                f"({timeout}s) and was ended: it {self.process.describe()}"
+                f"worker process {pid} did not stop within the shutdown timeout "
+                f"({seconds(timeout)}) and was ended: it {ended}"
             )
         if isinstance(error, str):
             return error
         if code not in (0, None):
-            return f"worker process {self.process.pid} {self.process.describe()} while stopping"
+            return f"worker process {pid} {ended} while stopping"
         return None
 
     def _finish(self, deadline: float) -> None:
@@ -334,13 +412,16 @@ class WorkerSession:
             self._released = True
             self._accepting = False
             pending = self._take_all_pending()
-        if self.process.returncode is None and self.process.wait(0.0) is None:
+        if self.process.poll() is None:
             self.process.kill()
         self._turn.close()
-        self.channel.close()
+        self.channel.shutdown()  # wakes whoever waits to read or to send
         reader = self._reader
         if reader is not threading.current_thread():
             reader.join(max(0.05, deadline - time.monotonic()))
+        self.channel.close()
+        if not reader.is_alive() or reader is threading.current_thread():
+            self.process.close_pidfd()  # nobody waits on it any more
         if self._pump.join(max(0.05, deadline - time.monotonic())):
             self.process.close_pipes()
         cancelled = "call cancelled: the plugin is shutting down"
