@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import re
+import subprocess
 import sys
 import weakref
 from collections.abc import Callable, Iterator
@@ -371,3 +372,54 @@ def test_caller_event_loops_are_not_kept_alive(
     alive = [ref for ref in loops if ref() is not None]
     assert alive == []
     assert asyncio.run(one(7)) == 7  # a new loop after the old ones are gone
+
+
+# -- defect 13: hung asyncio.to_thread work never keeps the host from exiting ---------------
+
+TO_THREAD_HANGS = """
+    import asyncio, time
+    from plugbridge import Plugin, handler
+
+    class Blocks(Plugin):
+        name = "blocks"
+
+        @handler("hang")
+        async def hang(self, ctx, req):
+            await asyncio.to_thread(time.sleep, 3600)
+
+        @handler("ok")
+        async def ok(self, ctx, req):
+            return await asyncio.to_thread(lambda: req)
+"""
+
+HOST = """
+    import sys
+    import plugbridge
+
+    plugin = plugbridge.load(sys.argv[1], isolation=sys.argv[2], config={"shutdown_timeout": 1})
+    assert plugin.call("ok", 5) == 5
+    try:
+        plugin.call("hang", timeout=0.5)
+    except plugbridge.Timeout:
+        pass
+    plugin.shutdown()
+    print("shut down", plugin.state.name, flush=True)
+"""
+
+
+def test_hung_to_thread_work_never_keeps_the_host_alive(
+    write_plugin: Callable[..., Path], isolation: str, tmp_path: Path
+) -> None:
+    source = write_plugin(TO_THREAD_HANGS, "to_thread_hangs.py")
+    host = write_plugin(HOST, "host_script.py", where=tmp_path / "host")
+    try:
+        done = subprocess.run(
+            [sys.executable, str(host), str(source), isolation],
+            capture_output=True,
+            text=True,
+            timeout=30,  # the work hangs for an hour: only an exit that waits for it is late
+        )
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"the host did not exit after shutdown() returned: {exc.stdout!r}")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "shut down STOPPED"

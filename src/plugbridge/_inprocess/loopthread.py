@@ -12,19 +12,22 @@ from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 from .._calls.inbox import LoopInbox
+from .._calls.threadpool import DaemonExecutor
 
 T = TypeVar("T")
 
 
 class LoopThread:
-    """Owns a loop, the thread running it and the loop's default executor (``to_thread``)."""
+    """Owns a loop, the thread running it and the loop's default executor (``to_thread``).
+
+    Every thread here is a daemon that nothing joins at exit: hung plugin code (a hook, a
+    task, ``to_thread`` work) is abandoned at shutdown and never keeps the host alive.
+    """
 
     def __init__(self, name: str, context: contextvars.Context, executor_threads: int) -> None:
         self.context = context
         self.loop = asyncio.new_event_loop()
-        self._executor = concurrent.futures.ThreadPoolExecutor(
-            executor_threads, thread_name_prefix=f"{name}-to_thread"
-        )
+        self._executor = DaemonExecutor(executor_threads, f"{name}-to_thread")
         self.loop.set_default_executor(self._executor)
         self.inbox = LoopInbox(self.loop, context)
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
@@ -75,14 +78,11 @@ class LoopThread:
             with contextlib.suppress(RuntimeError):
                 self.call_soon(lambda: self.loop.create_task(self._cancel_all_and_stop(deadline)))
             self._thread.join(max(0.0, deadline - time.monotonic()))
-        self._executor.shutdown(wait=False, cancel_futures=True)
-        stopped = not self._thread.is_alive()
-        if stopped:
-            self.loop.close()
-        for worker in list(getattr(self._executor, "_threads", ())):
-            worker.join(max(0.0, deadline - time.monotonic()))
-            stopped = stopped and not worker.is_alive()
-        return stopped
+        executor_stopped = self._executor.stop(deadline)  # hung ``to_thread`` work: abandoned
+        if self._thread.is_alive():
+            return False
+        self.loop.close()
+        return executor_stopped
 
     async def _cancel_all_and_stop(self, deadline: float) -> None:
         me = asyncio.current_task()
