@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-import selectors
+import select
 import threading
 import time
 
@@ -65,23 +65,22 @@ class OutputPump:
                     os.close(self._wake_write)
 
     def _pump(self, buffers: dict[int, bytearray]) -> None:
-        with selectors.DefaultSelector() as selector:
-            for fd, stream in zip(self._fds, _STREAMS, strict=True):
-                selector.register(fd, selectors.EVENT_READ, stream)
-            selector.register(self._wake_read, selectors.EVENT_READ, None)
-            reading = len(self._fds)
-            finish_by: float | None = None
-            while reading:
-                ready = selector.select(None if finish_by is None else 0)
-                if finish_by is not None and (not ready or time.monotonic() > finish_by):
-                    return  # all the worker wrote has been read; the rest is not its
-                for key, _ in ready:
-                    if key.data is None:  # woken by join(): the worker has ended
-                        selector.unregister(key.fd)
-                        finish_by = time.monotonic() + FINISH_GRACE
-                    elif not self._read(key.fd, key.data, buffers[key.fd]):
-                        selector.unregister(key.fd)
-                        reading -= 1
+        streams = dict(zip(self._fds, _STREAMS, strict=True))
+        poller = select.poll()
+        for fd in (*self._fds, self._wake_read):
+            poller.register(fd, select.POLLIN)
+        finish_by: float | None = None
+        while streams:
+            ready = poller.poll(None if finish_by is None else 0)
+            if finish_by is not None and (not ready or time.monotonic() > finish_by):
+                return  # all the worker wrote has been read; the rest is not its own
+            for fd, _ in ready:
+                if fd == self._wake_read:  # join(): the worker has ended
+                    poller.unregister(fd)
+                    finish_by = time.monotonic() + FINISH_GRACE
+                elif not self._read(fd, streams[fd], buffers[fd]):
+                    poller.unregister(fd)
+                    del streams[fd]
 
     def _read(self, fd: int, stream: tuple[str, LogLevel], buffer: bytearray) -> bool:
         """Read what one pipe holds and emit its complete lines; False at its end."""
