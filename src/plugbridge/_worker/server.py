@@ -243,7 +243,7 @@ def fatal(channel: Channel[HostMessage], message: str) -> NoReturn:
     from .protocol import Fatal
 
     with contextlib.suppress(OSError):
-        channel.send(Fatal(message))
+        channel.send(escaped(Fatal(message)))
     with contextlib.suppress(Exception):
         sys.stderr.write(f"plugbridge worker: {message}\n")
     exit_now(EXIT_PROTOCOL_ERROR)
