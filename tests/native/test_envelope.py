@@ -62,3 +62,43 @@ def test_code_zero_with_an_error_envelope_raises_its_error() -> None:
     data = b'{"status":"error","error_code":7,"error_message":"boom"}'
     with pytest.raises(plugbridge.HandlerError, match="boom"):
         decode_value(0, data)
+
+
+DEEP = b"[" * 100_000 + b"]" * 100_000
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [b'{"text":"bad \xff\xfe here"}', b'"\xed\xa0\x80"', DEEP],
+    ids=["invalid-utf8", "encoded-surrogate", "nested-100000-deep"],
+)
+def test_a_payload_json_cannot_carry_is_a_serialization_error(payload: bytes) -> None:
+    data = b'{"status":"success","payload":' + payload + b"}"
+    with pytest.raises(plugbridge.SerializationError, match="response"):
+        decode_value(0, data)
+    if payload is DEEP:  # raw JSON is passed on unread, except for its nesting
+        with pytest.raises(plugbridge.SerializationError, match="nested too deeply"):
+            decode_json(0, data)
+    else:
+        assert decode_json(0, data) == payload  # the handle checks the text it hands out
+
+
+@pytest.mark.parametrize(
+    ("code", "data", "error", "message"),
+    [
+        (
+            7,
+            b'{"status":"error","error_code":7,"error_message":"bad \xff here"}',
+            plugbridge.HandlerError,
+            "bad \ufffd here",
+        ),
+        (12, b"bare \xc3\x28 message", plugbridge.FfiError, "bare \ufffd( message"),
+        (7, b'{"status":"error","error_message":' + DEEP + b"}", plugbridge.HandlerError, "[[["),
+    ],
+)
+def test_error_messages_are_read_whatever_their_bytes(
+    code: int, data: bytes, error: type[plugbridge.PluginError], message: str
+) -> None:
+    raised = error_from_response(code, data)
+    assert type(raised) is error
+    assert message in raised.message

@@ -2,7 +2,11 @@
 
 ``plugin_call`` answers ``{"status":"success","payload":<json>}`` with error code 0, or a
 non-zero error code with ``{"status":"error","error_code":N,"error_message":"..."}`` or a
-bare message. Anything else breaks the ABI and is an ``FfiError``.
+bare message. Anything else breaks the ABI and is an ``FfiError`` — except a success whose
+payload JSON cannot carry (invalid UTF-8 in a string, nesting deeper than the decoder
+goes): that is the ``SerializationError`` every transport gives for such a value. Error
+messages are read whatever their bytes (invalid UTF-8 is replaced): the error is what
+matters, and it must not turn into another one.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from .._errors import FfiError, PluginError, error_for_code
+from .._errors import FfiError, PluginError, error_for_code, not_carried_as_json
 from .abi import FfiBuffer
 
 
@@ -36,16 +40,19 @@ _Parsed = TypeVar("_Parsed", _Envelope, _RawEnvelope)
 _decode_value = msgspec.json.Decoder(_Envelope).decode
 _decode_raw = msgspec.json.Decoder(_RawEnvelope).decode
 _string_at = ctypes.string_at
-_byref = ctypes.byref
 
 
 def take(buffer: FfiBuffer, free: Any) -> tuple[int, bytes]:
-    """Copy the buffer's bytes and hand it back to the plugin; ``(error_code, data)``."""
+    """Copy the buffer's bytes and hand it back to the plugin; ``(error_code, data)``.
+
+    ``free`` is ``plugin_free_buffer``, declared with a pointer argument: ctypes passes the
+    buffer by reference itself, so freeing is one builtin call.
+    """
     try:
         data = _string_at(buffer.data, buffer.len) if buffer.data else b""
         return buffer.error_code, data
     finally:
-        free(_byref(buffer))
+        free(buffer)
 
 
 def decode_value(code: int, data: bytes) -> Any:
@@ -66,6 +73,8 @@ def _success(code: int, data: bytes, decode: Callable[[bytes], _Parsed]) -> _Par
         envelope = decode(data)
     except msgspec.DecodeError as exc:
         raise _broken(data, exc) from None
+    except (UnicodeDecodeError, RecursionError) as exc:  # a payload JSON cannot carry
+        raise not_carried_as_json("the native plugin's response", exc) from None
     if envelope.status != "success":
         raise _error_from(envelope.status, envelope.error_code, envelope.error_message, data)
     return envelope
@@ -73,14 +82,15 @@ def _success(code: int, data: bytes, decode: Callable[[bytes], _Parsed]) -> _Par
 
 def error_from_response(code: int, data: bytes) -> PluginError:
     """The exception for a response with a non-zero error code (envelope or bare message)."""
+    text = data.decode("utf-8", "replace")  # a broken message must not become another error
     message = ""
-    if data.startswith(b"{"):
+    if text.startswith("{"):
         try:
-            message = _decode_value(data).error_message
-        except msgspec.DecodeError:
+            message = _decode_value(text).error_message
+        except (msgspec.DecodeError, RecursionError):
             message = ""
     if not message:
-        message = data.decode("utf-8", "replace").strip() or f"native call failed (code {code})"
+        message = text.strip() or f"native call failed (code {code})"
     return error_for_code(code, message)
 
 
