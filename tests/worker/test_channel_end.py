@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
 import re
+import signal
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -13,11 +17,13 @@ import plugbridge
 from plugbridge import LifecycleState
 
 from ..conftest import wait_until
+from .test_channel_frames import Outcome
+from .test_faults import alive
 
 EXIT_STATUS = re.compile(r"exited with code -?\d+|was killed by signal \w+ \(\d+\)")
 
 ENDINGS = """
-    import os, socket, sys, time
+    import json, os, socket, stat, sys, time
     from plugbridge import Plugin, handler
 
     def channel_fd():
@@ -29,6 +35,33 @@ ENDINGS = """
         @handler("echo")
         def echo(self, ctx, req):
             return req
+
+        @handler("pid")
+        def pid(self, ctx, req):
+            return os.getpid()
+
+        @handler("fork_then_exit")
+        def fork_then_exit(self, ctx, req):
+            ready_r, ready_w = os.pipe()
+            if os.fork() == 0:  # the child outlives the worker, holding what it inherited
+                try:
+                    holds = stat.S_ISSOCK(os.fstat(channel_fd()).st_mode)
+                except OSError:
+                    holds = False
+                with open(req, "w") as report:
+                    json.dump({"pid": os.getpid(), "holds_channel": holds}, report)
+                os.write(ready_w, b"!")
+                time.sleep(120)
+                os._exit(0)
+            os.read(ready_r, 1)
+            os._exit(5)
+
+        @handler("spawn_sleeper")
+        def spawn_sleeper(self, ctx, req):
+            import multiprocessing
+            sleeper = multiprocessing.get_context("fork").Process(target=time.sleep, args=(120,))
+            sleeper.start()
+            return sleeper.pid
 
         @handler("hang_up")
         def hang_up(self, ctx, req):
@@ -65,3 +98,53 @@ def test_a_crash_always_names_the_exit_status(endings: Path) -> None:
         caller.join(10)
         assert len(errors) == 1 and isinstance(errors[0], plugbridge.PluginCrashed)
         assert "exited with code 3" in errors[0].message
+
+
+@pytest.fixture(params=["pidfd", "exit-status polling"])
+def death_watch(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """How the host watches its workers: a pidfd, or (where there is none) their status."""
+    if request.param != "pidfd":
+        monkeypatch.delattr(os, "pidfd_open", raising=False)
+    elif not hasattr(os, "pidfd_open"):
+        pytest.skip("no os.pidfd_open here")
+    return str(request.param)
+
+
+def _kill(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+
+
+def test_a_worker_that_forked_and_died_is_noticed(
+    endings: Path, tmp_path: Path, death_watch: str
+) -> None:
+    """The forked child must not hold the channel, and the host watches the worker's pid."""
+    report = tmp_path / "child.json"
+    with plugbridge.load(endings, isolation="process") as plugin:
+        assert (plugin._transport._current.process.pidfd is None) is (death_watch != "pidfd")  # type: ignore[attr-defined]
+        worker = plugin.call("pid")
+        outcome = Outcome(lambda: plugin.call("fork_then_exit", str(report)))
+        try:
+            assert outcome.finished_within(15), "the worker's death went unnoticed"
+            assert isinstance(outcome.error, plugbridge.PluginCrashed)
+            assert "exited with code 5" in outcome.error.message
+            assert plugin.state is LifecycleState.FAILED
+            assert not alive(worker)
+            assert json.loads(report.read_text())["holds_channel"] is False
+        finally:
+            if report.exists():
+                _kill(json.loads(report.read_text())["pid"])
+
+
+def test_a_killed_worker_whose_multiprocessing_child_lives_on_is_noticed(
+    endings: Path, death_watch: str
+) -> None:
+    with plugbridge.load(endings, isolation="process") as plugin:
+        sleeper = plugin.call("spawn_sleeper")
+        try:
+            _kill(plugin.call("pid"))
+            assert wait_until(lambda: plugin.state is LifecycleState.FAILED, timeout=15)
+            with pytest.raises(plugbridge.PluginCrashed, match="SIGKILL"):
+                plugin.call("echo", 1)
+        finally:
+            _kill(sleeper)

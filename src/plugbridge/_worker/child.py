@@ -60,6 +60,7 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     if isinstance(sys.stdout, io.TextIOWrapper):
         sys.stdout.reconfigure(line_buffering=True)
     channel: Channel[HostMessage] = Channel(socket.socket(fileno=args.channel_fd), HostMessage)
+    channel.close_in_forked_children()  # a plugin's forked child must not hold it open
     send(channel, HelloMessage(PROTOCOL_VERSION, os.getpid()))
     try:
         first = channel.receive()

@@ -439,6 +439,29 @@ class Channel(Generic[M]):
 
     # -- the end -----------------------------------------------------------------------
 
+    def close_in_forked_children(self) -> None:
+        """Make every process forked from this one (``os.fork``, multiprocessing's "fork"
+        start method) lose this channel at once: otherwise a child that outlives this
+        process keeps the socket open and the peer never sees it end.
+
+        The descriptor is not closed but pointed at ``/dev/null``: its number stays taken
+        (nothing the child opens gets it by chance), and a forked thread that strays back
+        into the protocol fails on its next read or write. Only forks that run Python's
+        at-fork hooks are covered; ``exec`` is covered by the descriptor being
+        non-inheritable (close-on-exec).
+        """
+        fd = self.sock.fileno()
+
+        def forget_channel() -> None:
+            self._closed = True
+            null = os.open(os.devnull, os.O_RDWR)
+            try:
+                os.dup2(null, fd, inheritable=False)
+            finally:
+                os.close(null)
+
+        os.register_at_fork(after_in_child=forget_channel)
+
     def shutdown(self) -> None:
         """End both directions: a blocked reader sees the end of stream, a blocked or
         background send fails, and later sends fail at once. The socket stays open."""
