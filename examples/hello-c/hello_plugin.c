@@ -65,8 +65,16 @@ static void sleep_ms(long ms) {
 
 /* ---- responses ------------------------------------------------------------------- */
 
+#ifdef HELLO_C_TEST_HOOKS
+/* Response buffers handed out and not yet freed (test.outstanding reports it). */
+static atomic_long g_outstanding;
+#endif
+
 static FfiBuffer take_buffer(sbuf *b, uint32_t code) {
     FfiBuffer out = {(uint8_t *)b->data, b->len, b->cap, code};
+#ifdef HELLO_C_TEST_HOOKS
+    if (out.data != NULL) atomic_fetch_add(&g_outstanding, 1);
+#endif
     return out;
 }
 
@@ -311,6 +319,59 @@ static uint32_t handle_rendezvous(jspan req, sbuf *out, char *err) {
     sbuf_printf(out, "{\"met\":%s}", arrived >= parties ? "true" : "false");
     return 0;
 }
+
+/* Buffers not freed yet, this response's own excluded. */
+static uint32_t handle_outstanding(jspan req, sbuf *out, char *err) {
+    (void)req, (void)err;
+    sbuf_printf(out, "{\"outstanding\":%ld}", atomic_load(&g_outstanding));
+    return 0;
+}
+
+/* A payload nested `depth` arrays deep (at most 10 million). */
+static uint32_t handle_deep(jspan req, sbuf *out, char *err) {
+    long long depth;
+    if (!int_field(req, "depth", &depth, err)) return SER;
+    if (depth < 0 || depth > 10000000) depth = 0;
+    for (long long i = 0; i < depth; i++) sbuf_put(out, "[", 1);
+    for (long long i = 0; i < depth; i++) sbuf_put(out, "]", 1);
+    if (depth == 0) sbuf_puts(out, "null");
+    return 0;
+}
+
+/* Responses that break the ABI's rules on purpose, written byte for byte. */
+static const struct {
+    const char *tag;
+    uint32_t code;
+    const char *bytes;
+} RAW_RESPONSES[] = {
+    /* invalid UTF-8 inside a JSON string of a success payload */
+    {"test.bad_utf8", 0, "{\"status\":\"success\",\"payload\":{\"text\":\"bad \xff\xfe here\"}}"},
+    /* invalid UTF-8 in an error envelope's message */
+    {"test.bad_utf8_error", PLUGBRIDGE_HANDLER_ERROR,
+     "{\"status\":\"error\",\"error_code\":7,\"error_message\":\"bad \xff here\"}"},
+    /* invalid UTF-8 in a bare error message */
+    {"test.bad_utf8_bare", PLUGBRIDGE_FFI_ERROR, "bare \xc3\x28 message"},
+};
+
+static bool raw_response(const char *tag, FfiBuffer *out) {
+    for (size_t i = 0; i < sizeof RAW_RESPONSES / sizeof *RAW_RESPONSES; i++) {
+        if (strcmp(RAW_RESPONSES[i].tag, tag) != 0) continue;
+        sbuf b = {0};
+        sbuf_puts(&b, RAW_RESPONSES[i].bytes);
+        *out = take_buffer(&b, RAW_RESPONSES[i].code);
+        return true;
+    }
+    return false;
+}
+
+/* HELLO_C_LOAD_MARKER=<file>: every mapping of the library appends "loaded" to <file>. */
+__attribute__((constructor)) static void note_loaded(void) {
+    const char *path = getenv("HELLO_C_LOAD_MARKER");
+    FILE *marker = path != NULL ? fopen(path, "a") : NULL;
+    if (marker == NULL) return;
+    fputs("loaded\n", marker);
+    fclose(marker);
+}
 #endif
 
 static const struct {
@@ -328,6 +389,8 @@ static const struct {
 #ifdef HELLO_C_TEST_HOOKS
     {"test.crash", handle_crash},
     {"test.rendezvous", handle_rendezvous},
+    {"test.deep", handle_deep},
+    {"test.outstanding", handle_outstanding},
 #endif
 };
 
@@ -368,6 +431,8 @@ static bool read_config(const uint8_t *json, size_t len) {
         if (json_member(data, "fail_init", &hook) && json_bool(hook, &fail) && fail) return false;
         if (json_member(data, "shutdown_sleep_ms", &hook) && json_int(hook, &ms))
             g_shutdown_sleep_ms = (long)ms;
+        if (json_member(data, "init_sleep_ms", &hook) && json_int(hook, &ms) && ms > 0)
+            sleep_ms((long)ms);
     }
 #endif
     return true;
@@ -432,6 +497,8 @@ FfiBuffer plugin_call(void *handle, const char *type_tag, const uint8_t *request
 #ifdef HELLO_C_TEST_HOOKS
     if (strcmp(type_tag, "test.bare_error") == 0)
         return bare_error(PLUGBRIDGE_FFI_ERROR, "deliberate bare error message");
+    FfiBuffer raw;
+    if (raw_response(type_tag, &raw)) return raw;
 #endif
     if (atomic_load(&g_state) != PLUGBRIDGE_STATE_ACTIVE)
         return error_envelope(PLUGBRIDGE_INVALID_STATE, "plugin 'hello-c' is not active");
@@ -451,6 +518,9 @@ FfiBuffer plugin_call(void *handle, const char *type_tag, const uint8_t *request
 
 void plugin_free_buffer(FfiBuffer *buffer) {
     if (buffer == NULL) return;
+#ifdef HELLO_C_TEST_HOOKS
+    if (buffer->data != NULL) atomic_fetch_sub(&g_outstanding, 1);
+#endif
     free(buffer->data);
     buffer->data = NULL;
     buffer->len = buffer->capacity = 0;

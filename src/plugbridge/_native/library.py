@@ -91,11 +91,11 @@ def mapped_count() -> int:
         return len(_mapped)
 
 
-def wait_all_unmapped(timeout: float) -> bool:
-    """Wait until every private copy of this process is unmapped; False after ``timeout``.
+def wait_for_unmapping(at_most: int, timeout: float) -> bool:
+    """Wait until at most ``at_most`` private copies are mapped; False after ``timeout``.
 
     A copy outlives its instance's ``shutdown`` while a thread is still inside it (a call
     that timed out, a ``plugin_shutdown`` that was abandoned): this waits for those.
     """
     with _unmapped:
-        return _unmapped.wait_for(lambda: not _mapped, timeout)
+        return _unmapped.wait_for(lambda: len(_mapped) <= at_most, timeout)

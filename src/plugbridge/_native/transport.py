@@ -11,6 +11,10 @@ instance's threads while the caller waits; when the timeout passes the caller ge
 really returns, when its buffer is freed and its result dropped. ``shutdown`` likewise
 stops waiting for calls in flight and for ``plugin_shutdown`` at its timeout; a library
 that a thread is still inside is unmapped only when that thread comes out, or never.
+
+Everything a call hands to C (type tag, request) and the config handed to ``plugin_init``
+is encoded *before* anything is held: a value with no UTF-8/JSON form is refused with
+nothing to undo (no gate entered, no library mapped).
 """
 
 from __future__ import annotations
@@ -30,14 +34,17 @@ from .._calls.offload import Offload
 from .._config import PluginConfig
 from .._errors import (
     Cancelled,
+    ConfigError,
     InitializationFailed,
     InternalError,
     InvalidState,
     PluginError,
-    SerializationError,
     ShutdownFailed,
     UnknownMessageType,
     call_timed_out,
+    describe_exception,
+    not_carried_as_json,
+    seconds,
 )
 from .._levels import LogLevel
 from .._lifecycle import Lifecycle, LifecycleState
@@ -45,7 +52,7 @@ from .._logsink import LogSink
 from .._sources import NativeSource
 from .._transport import DRAIN_SHARE, PluginMetadata, Release, Transport
 from .abi import Abi
-from .bounded import run_bounded
+from .bounded import CallFailed, run_bounded
 from .envelope import decode_json, decode_value, take
 from .library import PrivateLibrary
 from .trampoline import LogTrampoline
@@ -53,7 +60,6 @@ from .trampoline import LogTrampoline
 _STATES = frozenset(int(state) for state in LifecycleState)
 _encode = msgspec.json.encode
 _string_at = ctypes.string_at
-_byref = ctypes.byref
 
 
 class NativeTransport(Transport):
@@ -95,17 +101,19 @@ class NativeTransport(Transport):
         self._lifecycle.move(LifecycleState.STARTING)
         self._sink.name_plugin(self.metadata.name)
         try:
+            config_json = self._config_json()  # first: a config with no JSON form maps nothing
             library = PrivateLibrary(self._source.path)
         except BaseException:
             self._fail_start()
             raise
-        library.keep_alive(self._trampoline)
         self._library = library
-        abi = library.abi
-        wire = self._config.to_wire()
-        wire["log_level"] = self._sink.level.name.lower()  # the handle's level, across reloads
-        config_json = _encode(wire)
-        callback = self._trampoline.pointer
+        try:
+            library.keep_alive(self._trampoline)
+            abi = library.abi
+            callback = self._trampoline.pointer
+        except BaseException:
+            self._fail_start(unload=True)
+            raise
 
         def init() -> int | None:
             plugin = abi.create()
@@ -120,9 +128,12 @@ class NativeTransport(Transport):
             finished, handle = run_bounded(
                 init, timeout, f"plugbridge-{self.metadata.name}-init", late=self._late_init
             )
-        except BaseException as exc:
+        except CallFailed as failed:  # nothing runs in the library
             self._fail_start(unload=True)
-            raise InitializationFailed(f"{label}: plugin_init failed: {exc!r}") from None
+            raise InitializationFailed(f"{label}: plugin_init failed: {failed.error!r}") from None
+        except BaseException:  # interrupted: _late_init unmaps it once plugin_init returns
+            self._fail_start()
+            raise
         if not finished:
             self._fail_start()  # unmapped by _late_init once plugin_init returns
             raise InitializationFailed(f"{label} did not finish plugin_init in time")
@@ -133,6 +144,18 @@ class NativeTransport(Transport):
         self._call, self._free = abi.call, abi.free_buffer
         self._gate.open()
         self._lifecycle.move(LifecycleState.ACTIVE)
+
+    def _config_json(self) -> bytes:
+        """The config ``plugin_init`` gets; ``ConfigError`` if it has no JSON form."""
+        try:
+            wire = self._config.to_wire()
+            wire["log_level"] = self._sink.level.name.lower()  # the handle's, across reloads
+            return _encode(wire)
+        except Exception as exc:
+            raise ConfigError(
+                f"the config of native plugin {self.metadata.name!r} has no JSON form: "
+                f"{describe_exception(exc)}"
+            ) from None
 
     def _fail_start(self, unload: bool = False) -> None:
         self._lifecycle.try_move(LifecycleState.FAILED)
@@ -200,13 +223,17 @@ class NativeTransport(Transport):
                 f"plugbridge-{self.metadata.name}-shutdown",
                 late=self._late_shutdown,
             )
-        except BaseException as exc:
+        except CallFailed as failed:
             finished, stopped = True, False
-            problems.append(f"plugin_shutdown failed: {exc!r}")
+            problems.append(f"plugin_shutdown failed: {failed.error!r}")
+        except BaseException:  # interrupted: _late_shutdown unmaps it once plugin_shutdown returns
+            self._trampoline.close()
+            self._lifecycle.move(LifecycleState.FAILED)
+            raise
         if not finished:
             problems.append(
-                f"plugin_shutdown did not return within the shutdown timeout ({timeout}s);"
-                " the library stays mapped until it does"
+                f"plugin_shutdown did not return within the shutdown timeout"
+                f" ({seconds(timeout)}); the library stays mapped until it does"
             )
         elif not stopped and not problems:
             problems.append("plugin_shutdown reported failure")
@@ -219,7 +246,7 @@ class NativeTransport(Transport):
             raise ShutdownFailed(f"native plugin {self.metadata.name!r}: {'; '.join(problems)}")
         self._lifecycle.move(LifecycleState.STOPPED)
 
-    def _late_shutdown(self, stopped: object) -> None:
+    def _late_shutdown(self, stopped: bool | None) -> None:
         self._gate.when_idle(self._unload)
 
     def _unload(self) -> None:
@@ -231,44 +258,42 @@ class NativeTransport(Transport):
     # -- calls -------------------------------------------------------------------------
 
     def call(self, type_tag: str, request: Any, timeout: float | None, release: Release) -> Any:
-        return self._send(type_tag, _request_json(request, release), timeout, release, decode_value)
+        tag = _tag_bytes(type_tag, release)
+        payload = _request_json(request, type_tag, release)
+        return self._send(tag, payload, timeout, release, decode_value)
 
     def call_json(
         self, type_tag: str, payload: bytes, timeout: float | None, release: Release
     ) -> bytes:
-        result: bytes = self._send(type_tag, payload, timeout, release, decode_json)
+        tag = _tag_bytes(type_tag, release)
+        result: bytes = self._send(tag, payload, timeout, release, decode_json)
         return result
 
     async def acall(
         self, type_tag: str, request: Any, timeout: float | None, release: Release
     ) -> Any:
-        payload = _request_json(request, release)
+        tag = _tag_bytes(type_tag, release)
+        payload = _request_json(request, type_tag, release)
+        if not self._gate.is_open:
+            release()
+            raise self._not_active()
         try:
             completion = LoopCompletion(self._caller_loops.get(asyncio.get_running_loop()))
         except BaseException:
             release()
             raise
-        tag = self._admit(type_tag, release)
         self._offload_call(tag, payload, completion, release, decode_value)
         return await completion.result(timeout, lambda: call_timed_out(type_tag, timeout))
 
-    def _admit(self, type_tag: str, release: Release) -> bytes:
-        """Enter the gate for one call, or raise with ``release`` called."""
-        if type(type_tag) is not str or "\0" in type_tag:
-            release()
-            raise UnknownMessageType(f"type tag {type_tag!r} is not a str without NUL characters")
-        if not self._gate.enter():
-            release()
-            raise InvalidState(
-                f"plugin {self.metadata.name!r} is {self._lifecycle.state.name}; calls need ACTIVE"
-            )
-        return type_tag.encode()
-
     def _send(
-        self, type_tag: str, payload: bytes, timeout: float | None, release: Release, decode: Any
+        self, tag: bytes, payload: bytes, timeout: float | None, release: Release, decode: Any
     ) -> Any:
-        tag = self._admit(type_tag, release)
+        """One call with its inputs encoded; ``release`` is called once it has ended."""
         if timeout is None:  # the fast path: straight into C on the caller's thread
+            gate = self._gate
+            if not gate.enter():
+                release()
+                raise self._not_active()
             try:
                 buffer = self._call(self._handle, tag, payload, len(payload))
                 try:  # envelope.take(), inlined: this is the hot path
@@ -276,31 +301,49 @@ class NativeTransport(Transport):
                     address = buffer.data  # NULL with a length would be an ABI breach
                     data = _string_at(address, buffer.len) if address else b""
                 finally:
-                    self._free(_byref(buffer))
+                    self._free(buffer)
             finally:
-                self._gate.leave()
+                gate.leave()
                 release()
             if self._cancelled:
                 raise Cancelled("call cancelled: the plugin shut down while it ran")
             return decode(code, data)
+        if not self._gate.is_open:
+            release()
+            raise self._not_active()
         completion = ThreadCompletion()
         self._offload_call(tag, payload, completion, release, decode)
-        return completion.result(timeout, lambda: call_timed_out(type_tag, timeout))
+        return completion.result(timeout, lambda: call_timed_out(tag.decode(), timeout))
 
     def _offload_call(
         self, tag: bytes, payload: bytes, completion: Completion, release: Release, decode: Any
     ) -> None:
-        """Run an admitted call on the instance's threads; the caller waits on ``completion``."""
+        """Run a call on the instance's threads; the caller waits on ``completion``.
+
+        The call enters the gate on the pool thread, so the caller's thread holds nothing
+        an interrupt could strand: if the gate closed meanwhile, the caller gets
+        ``InvalidState`` through the completion (and the handle retries after a reload).
+        """
+        gate = self._gate
 
         def work() -> Any:
-            code, data = take(self._call(self._handle, tag, payload, len(payload)), self._free)
+            if not gate.enter():
+                raise self._not_active()
+            try:
+                code, data = take(self._call(self._handle, tag, payload, len(payload)), self._free)
+            finally:
+                gate.leave()
             return decode(code, data)
 
         def done() -> None:
-            self._gate.leave()
             release()
 
         self._offload.run(completion, work, done, _host_failure)
+
+    def _not_active(self) -> InvalidState:
+        return InvalidState(
+            f"plugin {self.metadata.name!r} is {self._lifecycle.state.name}; calls need ACTIVE"
+        )
 
 
 def _host_failure(exc: BaseException) -> PluginError:
@@ -318,9 +361,25 @@ def plugin_name(path: Path) -> str:
     return name.removeprefix("lib") or name
 
 
-def _request_json(request: Any, release: Release) -> bytes:
+def _tag_bytes(type_tag: str, release: Release) -> bytes:
+    """The type tag as C gets it (UTF-8, NUL-terminated); else ``UnknownMessageType``."""
+    if type(type_tag) is str and "\0" not in type_tag:
+        try:
+            return type_tag.encode()
+        except UnicodeEncodeError:  # a lone surrogate: no handler can be named by it
+            pass
+    release()
+    raise UnknownMessageType(
+        f"type tag {type_tag!r} is not a str of UTF-8 text without NUL characters"
+    )
+
+
+def _request_json(request: Any, type_tag: str, release: Release) -> bytes:
     try:
         return _encode(request)
-    except BaseException as exc:
+    except Exception as exc:  # TypeError, a lone surrogate, nesting too deep, a huge int
         release()
-        raise SerializationError(f"cannot encode the request as JSON: {exc}") from None
+        raise not_carried_as_json(f"request for {type_tag!r}", exc) from None
+    except BaseException:
+        release()
+        raise
