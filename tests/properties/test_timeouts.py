@@ -50,6 +50,8 @@ ODD_TIMEOUTS = [
     0,
     -0.0,
     5e-324,
+    1e-9,
+    1e-6,
     -1,
     math.nan,
     math.inf,
@@ -75,3 +77,10 @@ def test_odd_timeout(subject: Subject, timeout: Any, api: str) -> None:
 )
 def test_any_timeout(subject: Subject, timeout: Any, api: str, sleep_ms: int | None) -> None:
     check_timeout(subject, timeout, api, sleep_ms)
+
+
+@pytest.mark.parametrize("api", APIS)
+def test_tiny_timeouts_in_a_row(subject: Subject, api: str) -> None:
+    """A tiny timeout races the answer: try it several times, each one judged on its own."""
+    for _ in range(10):
+        check_timeout(subject, 1e-6, api, None)

@@ -26,8 +26,8 @@ NON_STR_TAGS = (
     ("echo",),
     {"echo": 1},
     Opaque(),
-    TagStr("echo"),
 )
+"""(A str subclass is an explicit case below: Hypothesis trips over it in ``sampled_from``.)"""
 GOOD_JSON = b'{"message":"ok"}'
 GOOD_JSON_ANSWER = '{"message":"ok","length":2}'
 
