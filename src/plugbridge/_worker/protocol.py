@@ -331,30 +331,42 @@ class Channel(Generic[M]):
     # -- receiving ---------------------------------------------------------------------
 
     def receive(self) -> M | None:
-        """The next message, blocking; None at a clean end of stream. ``ProtocolError`` if
-        broken. For a blocking socket (on a non-blocking one: ``BlockingIOError``)."""
+        """The next message; None at a clean end of stream; ``ProtocolError`` if broken.
+        On a blocking socket it waits; on a non-blocking one ``BlockingIOError`` says that
+        the frame is not complete yet (see ``receive_ready``)."""
         while True:
-            message = self._take()
-            if message is not NOT_READY:
-                return message  # type: ignore[return-value]
-            if not self._fill():
-                self.end_of_stream()
-                return None
-
-    def receive_ready(self) -> M | _NotReady | None:
-        """The next message if it is complete with what the socket holds now, else
-        ``NOT_READY``; None at a clean end of stream; ``ProtocolError`` if broken."""
-        while True:
-            message = self._take()
-            if message is not NOT_READY:
-                return message
-            try:
-                count = self._fill()
-            except BlockingIOError:
-                return NOT_READY
+            start = self._start
+            if self._end - start >= HEADER_SIZE:
+                size = int.from_bytes(self._buffer[start : start + HEADER_SIZE], "big")
+                if size > self.max_frame:
+                    raise ProtocolError(
+                        f"frame length {size} exceeds the limit of {self.max_frame}"
+                    )
+                end = start + HEADER_SIZE + size
+                if end <= self._end:
+                    if end == self._end:
+                        self._start = self._end = 0  # all consumed: refill from the front
+                    else:
+                        self._start = end
+                    message = self._decode(self._view[start + HEADER_SIZE : end])
+                    if len(self._buffer) > RETAINED_BUFFER:
+                        self._shrink()
+                    return message
+            if self._end == len(self._buffer):
+                self._make_room()
+            count = self.sock.recv_into(self._view[self._end :])
             if not count:
                 self.end_of_stream()
                 return None
+            self._end += count
+
+    def receive_ready(self) -> M | _NotReady | None:
+        """``receive`` on a non-blocking socket: ``NOT_READY`` if the next frame is not
+        complete with what the socket holds now."""
+        try:
+            return self.receive()
+        except BlockingIOError:
+            return NOT_READY
 
     def end_of_stream(self) -> None:
         """The stream has ended (the peer is gone): ``ProtocolError`` if inside a frame."""
@@ -375,34 +387,6 @@ class Channel(Generic[M]):
     def capacity(self) -> int:
         """Bytes the receive buffer holds now (memory, not data)."""
         return len(self._buffer)
-
-    def _take(self) -> M | _NotReady:
-        """The first frame in the buffer, decoded, or ``NOT_READY`` if it is incomplete."""
-        start = self._start
-        if self._end - start < HEADER_SIZE:
-            return NOT_READY
-        size = int.from_bytes(self._buffer[start : start + HEADER_SIZE], "big")
-        if size > self.max_frame:
-            raise ProtocolError(f"frame length {size} exceeds the limit of {self.max_frame}")
-        end = start + HEADER_SIZE + size
-        if end > self._end:
-            return NOT_READY
-        if end == self._end:
-            self._start = self._end = 0  # all consumed: refill from the front
-        else:
-            self._start = end
-        message = self._decode(self._view[start + HEADER_SIZE : end])
-        if len(self._buffer) > RETAINED_BUFFER:
-            self._shrink()
-        return message
-
-    def _fill(self) -> int:
-        """Read what the socket has (at least one byte, or 0 at its end) into the buffer."""
-        if self._end == len(self._buffer):
-            self._make_room()
-        count = self.sock.recv_into(self._view[self._end :])
-        self._end += count
-        return count
 
     def _make_room(self) -> None:
         """Room for more bytes: move the partial frame to the front, or grow the buffer —
