@@ -77,33 +77,34 @@ def start_worker(
     )
     try:
         msgspec.msgpack.encode(start)
-    except (TypeError, msgspec.EncodeError, UnicodeEncodeError) as exc:
+    except Exception as exc:  # a type msgpack cannot carry, a lone surrogate, a huge int
         raise ConfigError(f"config cannot be sent to a worker process: {exc}") from None
     host_end, worker_end = socket.socketpair()
+    host_end.setblocking(False)  # every wait of the host polls the worker's end too
+    channel: Channel[WorkerMessage] = Channel(host_end, WorkerMessage)
     try:
         process = WorkerProcess.spawn(
             worker_command(worker_end.fileno()), [worker_end.fileno()], _worker_env()
         )
     except BaseException as exc:
-        host_end.close()
+        channel.close()
         raise InitializationFailed(f"cannot start a worker process: {exc}") from None
     finally:
         worker_end.close()
-    host_end.setblocking(False)  # every wait of the host polls the worker's end too
-    channel: Channel[WorkerMessage] = Channel(host_end, WorkerMessage)
-    log = sink.instance_log()
+    log: InstanceLog | None = None
     pump: OutputPump | None = None
     try:
+        log = sink.instance_log()
         pump = OutputPump(
             process.stdout_fd, process.stderr_fd, log, f"plugbridge-worker-{process.pid}"
         )
         ready = _handshake(process, channel, log, start, deadline)
+        sink.name_plugin(ready.name)
+        metadata = PluginMetadata(ready.name, ready.version, tuple(ready.type_tags))
+        return StartedWorker(process, channel, log, pump, metadata)
     except BaseException:
         abandon(process, channel, pump, log)
         raise
-    sink.name_plugin(ready.name)
-    metadata = PluginMetadata(ready.name, ready.version, tuple(ready.type_tags))
-    return StartedWorker(process, channel, log, pump, metadata)
 
 
 def _handshake(
@@ -176,7 +177,7 @@ def abandon(
     process: WorkerProcess,
     channel: Channel[WorkerMessage],
     pump: OutputPump | None,
-    log: InstanceLog,
+    log: InstanceLog | None,
 ) -> None:
     """Kill a worker that will not serve, and release its pipes, channel and log gate."""
     process.kill()
@@ -184,7 +185,8 @@ def abandon(
     process.close_pidfd()
     if pump is None or pump.join(1.0):
         process.close_pipes()
-    log.close()
+    if log is not None:
+        log.close()
 
 
 def _wire_source(source: Source) -> PythonPlugin | NativePlugin:

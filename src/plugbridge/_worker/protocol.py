@@ -298,8 +298,10 @@ class Channel(Generic[M]):
 
     def _send_rest(self, frame: memoryview, sent: int, deadline: float | None) -> None:
         """With the send lock held, write ``frame[sent:]`` (see ``send_frame``); the lock
-        is released when this frame is done with."""
-        background = False
+        is released when this frame is done with. A frame cut off by the deadline, or by
+        an exception such as ``KeyboardInterrupt`` while waiting, is finished in the
+        background: the stream never holds half a frame followed by another."""
+        handed_over = False
         try:
             writable = select.poll()
             writable.register(self.sock.fileno(), select.POLLOUT)
@@ -311,17 +313,19 @@ class Channel(Generic[M]):
                     sent += self._send_some(frame[sent:])
             else:
                 return
-            if sent:
-                background = True
+            raise SendTimeout(started=bool(sent))
+        except BaseException as exc:
+            if sent and (isinstance(exc, SendTimeout) or not isinstance(exc, OSError)):
+                handed_over = True
                 threading.Thread(
                     target=self._send_in_background,
                     args=(frame, sent),
                     name="plugbridge-channel-send",
                     daemon=True,
                 ).start()
-            raise SendTimeout(started=bool(sent))
+            raise
         finally:
-            if not background:
+            if not handed_over:
                 self._send_lock.release()
 
     def _send_in_background(self, frame: memoryview, sent: int) -> None:

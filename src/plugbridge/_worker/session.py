@@ -368,7 +368,11 @@ class WorkerSession:
         start = time.monotonic()
         deadline = start + timeout
         with self._lock:
-            running = self._accepting and self._lifecycle.try_move(LifecycleState.STOPPING)
+            running = (
+                self._accepting
+                and not self._turn.ended  # else the reader is reporting a crash
+                and self._lifecycle.try_move(LifecycleState.STOPPING)
+            )
             if running:
                 self._stopping = True
                 self._accepting = False
