@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import math
+import queue
 import re
+import signal
 import subprocess
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +23,7 @@ import plugbridge
 from plugbridge import LifecycleState
 from plugbridge._config import PluginConfig
 from plugbridge._logsink import LogSink
-from plugbridge._native.bounded import run_bounded
+from plugbridge._native.bounded import CallFailed, run_bounded
 from plugbridge._native.library import mapped_count, wait_for_unmapping
 from plugbridge._native.transport import NativeTransport
 from plugbridge._sources import NativeSource
@@ -301,6 +304,33 @@ def test_large_finite_durations_work_end_to_end(hello_c: Path) -> None:
 @pytest.mark.parametrize("timeout", [1e9, 1e12, math.inf])
 def test_run_bounded_accepts_any_long_timeout(timeout: float) -> None:
     assert run_bounded(lambda: 42, timeout, "bounded-test") == (True, 42)
+
+
+def test_run_bounded_tells_a_failed_call_from_an_interrupted_wait() -> None:
+    def fails() -> int:
+        raise ValueError("boom")
+
+    with pytest.raises(CallFailed) as failed:  # fn's own error: it is not running any more
+        run_bounded(fails, 5, "bounded-test", late=lambda _: pytest.fail("late ran"))
+    assert isinstance(failed.value.error, ValueError)
+
+    class Interrupted(Exception):
+        pass
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise Interrupted
+
+    release, late = threading.Event(), queue.SimpleQueue[object]()
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.05)
+        with pytest.raises(Interrupted):  # the wait is interrupted while fn still runs...
+            run_bounded(lambda: release.wait(10) and 42, 10, "bounded-test", late=late.put)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    release.set()
+    assert late.get(timeout=10) == 42  # ...so late runs when it returns
 
 
 def test_shutdown_failed_message_has_no_float_noise(hello_c: Path) -> None:
