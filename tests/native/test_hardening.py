@@ -160,6 +160,17 @@ def test_invalid_utf8_in_a_response_is_a_serialization_error(
     shuts_down_cleanly(plugin, isolation, mapped)
 
 
+@pytest.mark.parametrize("timeout", [None, 30])
+def test_call_json_request_with_invalid_utf8_is_a_serialization_error(
+    plugin: plugbridge.PluginHandle, timeout: float | None
+) -> None:
+    # The bytes reach the library as given; this one echoes them back, and the answer it
+    # gives cannot be carried as JSON text.
+    with pytest.raises(plugbridge.SerializationError):
+        plugin.call_json("echo", b'{"message": "bad \xff here"}', timeout=timeout)
+    still_serves(plugin)
+
+
 @pytest.mark.parametrize("form", CALL_FORMS)
 @pytest.mark.parametrize(
     ("tag", "error", "message"),
