@@ -399,3 +399,15 @@ def test_a_restarted_worker_gets_the_start_timeout_too(
     restarted = int(Path(plugin["data"]["pidfile"]).read_text())
     assert restarted != first and not alive(restarted)
     handle.shutdown()
+
+
+def test_an_acall_cancelled_before_its_task_starts_gives_its_slot_back(faulty: Path) -> None:
+    # A timeout this short sends Cancel right behind Call: the worker's task is cancelled
+    # before its first step, so its body never runs; the call must still be answered.
+    import asyncio
+
+    with plugbridge.load(faulty, config={"max_concurrent_ops": 1}, isolation="process") as plugin:
+        for _ in range(20):
+            with pytest.raises(plugbridge.Timeout):
+                asyncio.run(plugin.acall("echo", 1, timeout=1e-9))
+            assert wait_until(lambda: _echo_ok(plugin))

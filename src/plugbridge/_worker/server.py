@@ -168,7 +168,8 @@ class WorkerServer:
 
 class CallSlot:
     """One call's answer: sent with ``done`` set if its work has ended, else ``Released``
-    follows when it does. Whatever the failure, it reaches the host as a ``PluginError``."""
+    follows when it does. Whatever the failure, it reaches the host as a ``PluginError``.
+    Only the first answer and the first release count."""
 
     __slots__ = ("_channel", "_id", "_lock", "_released", "_reported", "_type_tag")
 
@@ -182,6 +183,8 @@ class CallSlot:
 
     def release(self) -> None:
         with self._lock:
+            if self._released:
+                return
             self._released = True
             if self._reported:
                 send(self._channel, Released(self._id))
@@ -194,6 +197,8 @@ class CallSlot:
     def fail(self, exc: BaseException) -> None:
         error = call_error(self._type_tag, exc)
         with self._lock:
+            if self._reported:
+                return
             self._reported = True
             send(self._channel, Failure(self._id, int(error.code), error.message, self._released))
 

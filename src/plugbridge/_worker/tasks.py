@@ -51,8 +51,11 @@ class CancellableCalls:
         task = self._loop.create_task(self._run(call, slot))
         self._tasks[call.id] = task
 
-        def finished(_: asyncio.Task[None]) -> None:
+        def finished(task: asyncio.Task[None]) -> None:
             self._tasks.pop(call.id, None)
+            if task.cancelled():  # cancelled before its first step: ``_run`` never ran
+                slot.release()
+                slot.fail(Cancelled("call cancelled by the caller"))
             done()
 
         task.add_done_callback(finished)
