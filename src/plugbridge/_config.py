@@ -116,14 +116,23 @@ def checked_seconds(name: str, value: object) -> float:
     """
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ConfigError(f"{name} must be a number of seconds, not {type(value).__name__}")
-    if math.isnan(value) or value < 0:
-        raise ConfigError(f"{name} must be a non-negative number of seconds (got {value!r})")
-    if value > MAX_SECONDS:
+    try:
+        seconds = float(value)
+    except OverflowError:  # an int too large for a float
+        seconds = math.inf if value > 0 else -math.inf
+    if math.isnan(seconds) or seconds < 0:
+        raise ConfigError(f"{name} must be a non-negative number of seconds (got {_shown(value)})")
+    if seconds > MAX_SECONDS:
         raise ConfigError(
-            f"{name} must be a finite number of seconds up to {MAX_SECONDS:g} (got {value!r}); "
-            "use None for no limit where the setting allows it"
+            f"{name} must be a finite number of seconds up to {MAX_SECONDS:g} "
+            f"(got {_shown(value)}); use None for no limit where the setting allows it"
         )
-    return float(value)
+    return seconds
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _check_json(name: str, value: object) -> None:
