@@ -36,7 +36,9 @@ def check_timeout(subject: Subject, timeout: Any, api: str, sleep_ms: int | None
         assert not isinstance(outcome, Failed)
         answer = msgspec.json.decode(outcome) if api == "call_json" else outcome
         assert answer == (GOOD_ANSWER if sleep_ms is None else {"slept_ms": sleep_ms})
-    elif not is_real(timeout) or math.isnan(timeout) or timeout < 0:
+    elif (
+        not is_real(timeout) or (isinstance(timeout, float) and math.isnan(timeout)) or timeout < 0
+    ):
         assert isinstance(error, plugbridge.ConfigError), f"timeout={timeout!r}: {outcome!r}"
     elif timeout > MAX_SECONDS:  # infinite or huge: refused (DECISIONS) or no limit at all
         assert error is None or isinstance(error, plugbridge.ConfigError), outcome
