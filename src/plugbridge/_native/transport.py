@@ -22,8 +22,10 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import time
+from collections.abc import Callable
+from itertools import starmap as _starmap
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 
@@ -56,6 +58,8 @@ from .bounded import CallFailed, run_bounded
 from .envelope import decode_json, decode_value, take
 from .library import PrivateLibrary
 from .trampoline import LogTrampoline
+
+T = TypeVar("T")
 
 _STATES = frozenset(int(state) for state in LifecycleState)
 _encode = msgspec.json.encode
@@ -173,33 +177,40 @@ class NativeTransport(Transport):
     @property
     def state(self) -> LifecycleState:
         state = self._lifecycle.state
-        if state is not LifecycleState.ACTIVE or not self._gate.enter():
+        if state is not LifecycleState.ACTIVE:
             return state
-        try:
-            assert self._abi is not None
-            raw = int(self._abi.get_state(self._handle))
-        finally:
-            self._gate.leave()
+        raw = self._ask(lambda abi, handle: int(abi.get_state(handle)), None)
+        if raw is None:  # closed meanwhile
+            return self._lifecycle.state
         return LifecycleState(raw) if raw in _STATES else LifecycleState.FAILED
 
     @property
     def rejected_count(self) -> int:
-        if not self._gate.enter():
-            return self._final_rejected
-        try:
-            assert self._abi is not None
-            return int(self._abi.get_rejected_count(self._handle))
-        finally:
-            self._gate.leave()
+        count = self._ask(lambda abi, handle: int(abi.get_rejected_count(handle)), None)
+        return self._final_rejected if count is None else count
 
     def set_log_level(self, level: LogLevel) -> None:
-        if not self._gate.enter():
-            return
+        self._ask(lambda abi, handle: abi.set_log_level(handle, int(level)), None)
+
+    def _ask(self, ask: Callable[[Abi, int | None], T], otherwise: T) -> T:
+        """``ask(abi, handle)`` from inside the gate; ``otherwise`` if it is closed.
+
+        The caller's thread may be interrupted between any two steps (Ctrl-C), so it counts
+        itself in and out with one builtin call each, the first inside the ``try`` and the
+        second first in the ``finally`` (see ``CallGate``).
+        """
+        gate = self._gate
         try:
+            gate.arrive(None)
+            if not gate.is_open:
+                return otherwise
             assert self._abi is not None
-            self._abi.set_log_level(self._handle, int(level))
+            return ask(self._abi, self._handle)
         finally:
-            self._gate.leave()
+            try:
+                gate.depart()
+            finally:
+                gate.after_depart()
 
     def shutdown(self, timeout: float) -> None:
         if self._shutdown_begun or not self._lifecycle.try_move(LifecycleState.STOPPING):
@@ -290,12 +301,17 @@ class NativeTransport(Transport):
     ) -> Any:
         """One call with its inputs encoded; ``release`` is called once it has ended."""
         if timeout is None:  # the fast path: straight into C on the caller's thread
+            # A Ctrl-C may land after any call below; each step that holds something is
+            # one builtin call inside the ``try`` that undoes it (see ``CallGate``).
             gate = self._gate
-            if not gate.enter():
-                release()
-                raise self._not_active()
             try:
-                buffer = self._call(self._handle, tag, payload, len(payload))
+                gate.arrive(None)
+                if not gate.is_open:
+                    raise self._not_active()
+                # plugin_call runs while the unpacking iterates (no call instruction, so no
+                # interrupt) and its buffer is held at once: a Ctrl-C landing as it returns
+                # cannot drop the buffer unfreed (as ``buffer = self._call(...)`` would).
+                (buffer,) = _starmap(self._call, ((self._handle, tag, payload, len(payload)),))
                 try:  # envelope.take(), inlined: this is the hot path
                     code = buffer.error_code
                     address = buffer.data  # NULL with a length would be an ABI breach
@@ -303,8 +319,11 @@ class NativeTransport(Transport):
                 finally:
                     self._free(buffer)
             finally:
-                gate.leave()
-                release()
+                try:
+                    gate.depart()
+                finally:
+                    release()
+                    gate.after_depart()
             if self._cancelled:
                 raise Cancelled("call cancelled: the plugin shut down while it ran")
             return decode(code, data)
