@@ -28,14 +28,21 @@ class Offload:
         work: Callable[[], Any],
         done: Callable[[], None],
         unexpected: Callable[[BaseException], PluginError],
+        begin: Callable[[], bool] | None = None,
     ) -> None:
-        """Run ``work`` on the pool; settle ``completion`` with its result; then ``done()``.
+        """Run ``work`` on the pool; call ``done()``; then settle ``completion`` with its result.
 
-        ``unexpected`` turns an exception that is not a ``PluginError`` into one.
+        ``unexpected`` turns an exception that is not a ``PluginError`` into one. With
+        ``begin``, the job first asks it whether to run at all (the caller may have taken
+        the call back, see ``CallGate.claim``): if not, it does nothing, ``done`` included;
+        and if the pool is already shut down, ``done`` is left to the caller too.
         """
         self.pending.add(completion)
 
         def job() -> None:
+            if begin is not None and not begin():
+                self.pending.discard(completion)
+                return
             value: Any = None
             error: PluginError | None = None
             try:
@@ -55,7 +62,8 @@ class Offload:
             self.pool.submit(job)
         except RuntimeError:
             self.pending.discard(completion)
-            done()
+            if begin is None:
+                done()
             completion.settle(None, InvalidState("plugin is shutting down"))
 
     def cancel_all(self) -> None:

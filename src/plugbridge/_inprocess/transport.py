@@ -4,6 +4,13 @@ The instance owns a private module namespace, an event loop on its own thread (a
 handlers, hooks and the tasks they spawn), an ``Offload`` pool for sync handlers that must
 not block their caller, and a log router. Sync handlers without a timeout run inline on the
 caller's thread: the fastest path, with the instance's log attribution set around them.
+
+Interrupts: a ``KeyboardInterrupt`` (SIGINT) may land on the calling thread between any
+two steps. The caller's bookkeeping is therefore made of single builtin calls, each undone
+first thing in a ``finally`` whose ``try`` began before it: the gate count (``arrive`` /
+``depart``), the attribution ContextVar (set, then set back to what it was), and for calls
+handed to another thread a reservation that exactly one side, the caller or the work, takes
+back (see ``CallGate``).
 """
 
 from __future__ import annotations
@@ -13,8 +20,8 @@ import contextvars
 import inspect
 import sys
 import time
-from collections.abc import Callable, Coroutine
-from typing import Any
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, NoReturn
 
 import msgspec
 
@@ -22,6 +29,7 @@ from .._calls.completion import Completion, LoopCompletion, ThreadCompletion
 from .._calls.gate import CallGate
 from .._calls.inbox import LoopInboxes
 from .._calls.offload import Offload
+from .._calls.shutdown import LocalShutdown, hook_failed, hook_late
 from .._config import PluginConfig
 from .._errors import (
     Cancelled,
@@ -29,24 +37,26 @@ from .._errors import (
     InitializationFailed,
     InvalidState,
     PluginError,
-    ShutdownFailed,
     UnknownMessageType,
     call_timed_out,
     describe_exception,
-    seconds,
 )
 from .._levels import LogLevel
 from .._lifecycle import Lifecycle, LifecycleState
 from .._logsink import LogSink, attributed_instance
 from .._plugin import Plugin, PluginContext
 from .._sources import PythonSource
-from .._transport import DRAIN_SHARE, PluginMetadata, Release, Transport
+from .._transport import PluginMetadata, Release, Transport
 from .logrouting import InstanceLogRouter
 from .loopthread import LoopThread
 from .namespace import PluginNamespace
 from .routes import PLAIN_TYPES, Route, RouteTable
 
 Encode = Callable[[Any], Any]
+
+_get_attribution = attributed_instance.get
+_set_attribution = attributed_instance.set
+_convert = msgspec.convert
 
 
 class InProcessTransport(Transport):
@@ -57,6 +67,11 @@ class InProcessTransport(Transport):
         self._sink = sink
         self._lifecycle = Lifecycle()
         self._gate = CallGate()
+        self._arrive = self._gate.arrive
+        self._depart = self._gate.depart
+        self._reserve = self._gate.reserve
+        self._unreserve = self._gate.unreserve
+        self._shutdown = LocalShutdown(self._lifecycle, self._gate)
         self._namespace = PluginNamespace(source)
         self._router = InstanceLogRouter(self._namespace, sink.instance_log(), sink.level)
         self._context = contextvars.Context()
@@ -69,7 +84,6 @@ class InProcessTransport(Transport):
         self._offload: Offload | None = None
         self._cancelled = False
         self._caller_loops = LoopInboxes()
-        self._stopping = False
         self.metadata = PluginMetadata(source.module, "", ())
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -79,11 +93,12 @@ class InProcessTransport(Transport):
         cls, source: PythonSource, config: PluginConfig, sink: LogSink, deadline: float | None
     ) -> InProcessTransport:
         """Import, construct and start a fresh instance; ``InitializationFailed`` if not."""
+        began = time.monotonic()
         transport = cls(source, config, sink)
-        transport._start(deadline)
+        transport._start(deadline, began)
         return transport
 
-    def _start(self, deadline: float | None) -> None:
+    def _start(self, deadline: float | None, began: float) -> None:
         self._lifecycle.move(LifecycleState.STARTING)
         try:
             plugin_class, plugin, routes = self._construct()
@@ -109,7 +124,7 @@ class InProcessTransport(Transport):
                 ) from None
         except BaseException:
             self._lifecycle.try_move(LifecycleState.FAILED)
-            self._teardown(time.monotonic() + self._config.shutdown_timeout)
+            self._teardown(time.monotonic() + self._config.shutdown_timeout, True)
             raise
         self._gate.open()
         self._lifecycle.move(LifecycleState.ACTIVE)
@@ -151,32 +166,29 @@ class InProcessTransport(Transport):
         self._router.set_log_level(level)
 
     def shutdown(self, timeout: float) -> None:
-        if self._stopping or not self._lifecycle.try_move(LifecycleState.STOPPING):
-            return  # already stopping, stopped, or failed to stop: idempotent
-        self._stopping = True
-        self._gate.close()
-        start = time.monotonic()
-        deadline = start + timeout
-        if not self._gate.wait_idle(start + timeout * DRAIN_SHARE):
-            self._cancelled = True
-            assert self._offload is not None
-            self._offload.cancel_all()
-        problems: list[str] = []
+        self._shutdown.run(
+            timeout,
+            what=f"plugin {self.metadata.name!r}",
+            cancel_left=self._cancel_left,
+            stop=self._stop_hook,
+            teardown=self._teardown,
+        )
+
+    def _cancel_left(self) -> None:
+        self._cancelled = True
+        assert self._offload is not None
+        self._offload.cancel_all()
+
+    def _stop_hook(self, deadline: float, timeout: float) -> Sequence[str]:
         try:
             self._run_hook("on_stop", deadline)
         except TimeoutError:
-            problems.append(
-                f"on_stop did not finish within the shutdown timeout ({seconds(timeout)})"
-            )
+            return [hook_late("on_stop", timeout)]
         except BaseException as exc:
-            problems.append(f"on_stop raised {describe_exception(exc)}")
-        self._teardown(deadline)
-        if problems:
-            self._lifecycle.move(LifecycleState.FAILED)
-            raise ShutdownFailed(f"plugin {self.metadata.name!r}: {'; '.join(problems)}")
-        self._lifecycle.move(LifecycleState.STOPPED)
+            return [hook_failed("on_stop", f"raised {describe_exception(exc)}")]
+        return []
 
-    def _teardown(self, deadline: float) -> None:
+    def _teardown(self, deadline: float, drained: bool) -> None:
         """Release everything the instance holds; say (WARN) what had to be abandoned."""
         leftovers: list[str] = []
         if self._loop is not None and not self._loop.stop(deadline):
@@ -197,110 +209,154 @@ class InProcessTransport(Transport):
         self._plugin = None
 
     # -- calls -------------------------------------------------------------------------
-
-    def _admit(self, type_tag: str, release: Release) -> Route:
-        """Admit a call (counted in flight) or raise with everything released."""
-        if self._gate.enter():
-            try:
-                route = self._get_route(type_tag)
-            except TypeError:  # an unhashable type tag
-                route = None
-            if route is not None:
-                return route
-            self._gate.leave()
-            release()
-            if type(type_tag) is not str:
-                raise UnknownMessageType(f"type_tag must be a str, not {type(type_tag).__name__}")
-            raise UnknownMessageType(
-                f"plugin {self.metadata.name!r} has no handler for {type_tag!r}"
-            )
-        release()
-        raise InvalidState(
-            f"plugin {self.metadata.name!r} is {self._lifecycle.state.name}; calls need ACTIVE"
-        )
-
-    def _leave(self, release: Release) -> None:
-        self._gate.leave()
-        release()
+    #
+    # Admission and release, the same on every path: the route is looked up first (no
+    # state yet). A sync handler without a timeout then runs inline (``_run_inline``);
+    # anything else is handed to the instance's threads (``_hand_off``). Either way the
+    # gate is entered inside a ``try`` and left first thing in its ``finally``, and
+    # ``release`` is called once the plugin's work for the call has ended.
 
     def call(self, type_tag: str, request: Any, timeout: float | None, release: Release) -> Any:
-        route = self._admit(type_tag, release)
+        try:
+            route = self._get_route(type_tag)
+        except TypeError:  # an unhashable type tag
+            route = None
+        if route is None:
+            self._refuse(type_tag, release)
+        if timeout is not None or route.is_async:
+            completion = ThreadCompletion()
+            return self._hand_off(route, request, completion, release, timeout, is_json=False)
         try:
             if route.convert_to is not None and type(request) in PLAIN_TYPES:
-                value = msgspec.convert(request, route.convert_to)
+                value = _convert(request, route.convert_to)
             else:
                 value = route.request_from_object(request)
         except Exception as exc:
-            self._leave(release)
+            release()
             raise route.bad_request(exc) from None
-        except BaseException:
-            self._leave(release)
-            raise
-        if timeout is not None or route.is_async:
-            completion = ThreadCompletion()
-            self._hand_off(route, value, completion, release, route.response_to_object)
-            return completion.result(timeout, lambda: call_timed_out(route.type_tag, timeout))
         return route.response_to_object(self._run_inline(route, value, release))
 
     def call_json(
         self, type_tag: str, payload: bytes, timeout: float | None, release: Release
     ) -> bytes:
-        route = self._admit(type_tag, release)
+        try:
+            route = self._get_route(type_tag)
+        except TypeError:
+            route = None
+        if route is None:
+            self._refuse(type_tag, release)
+        if timeout is not None or route.is_async:
+            completion = ThreadCompletion()
+            data: bytes = self._hand_off(route, payload, completion, release, timeout, is_json=True)
+            return data
         try:
             value = route.request_from_json(payload)
         except BaseException:
-            self._leave(release)
+            release()
             raise
-        if timeout is not None or route.is_async:
-            completion = ThreadCompletion()
-            self._hand_off(route, value, completion, release, route.response_to_json)
-            data: bytes = completion.result(
-                timeout, lambda: call_timed_out(route.type_tag, timeout)
-            )
-            return data
         return route.response_to_json(self._run_inline(route, value, release))
 
     async def acall(
         self, type_tag: str, request: Any, timeout: float | None, release: Release
     ) -> Any:
-        route = self._admit(type_tag, release)
         try:
-            value = route.request_from_object(request)
-            completion = LoopCompletion(self._caller_loops.get(asyncio.get_running_loop()))
+            route = self._get_route(type_tag)
+        except TypeError:
+            route = None
+        if route is None:
+            self._refuse(type_tag, release)
+        completion = LoopCompletion(self._caller_loops.get(asyncio.get_running_loop()))
+        try:
+            self._reserve(completion)
+            if not self._gate.is_open:
+                raise self._not_active()
+            self._start_work(route, route.request_from_object(request), completion, release, False)
+            return await completion.result(timeout, lambda: call_timed_out(route.type_tag, timeout))
         except BaseException:
-            self._leave(release)
+            self._withdraw(completion, release)
             raise
-        self._hand_off(route, value, completion, release, route.response_to_object)
-        return await completion.result(timeout, lambda: call_timed_out(route.type_tag, timeout))
 
     def _run_inline(self, route: Route, value: Any, release: Release) -> Any:
         """Run a sync handler on the caller's thread, attributed to this instance."""
-        token = attributed_instance.set(self._router)
+        previous = _get_attribution()
         try:
-            result = route.method(self._ctx, value)
-        except (PluginError, KeyboardInterrupt):
-            raise
-        except BaseException as exc:
-            raise HandlerError(describe_exception(exc)) from exc
+            self._arrive(None)
+            if not self._gate.is_open:
+                raise self._not_active()
+            try:
+                _set_attribution(self._router)
+                result = route.method(self._ctx, value)
+            except (PluginError, KeyboardInterrupt):
+                raise
+            except BaseException as exc:
+                raise HandlerError(describe_exception(exc)) from exc
+            finally:
+                _set_attribution(previous)
         finally:
-            attributed_instance.reset(token)
-            self._gate.leave()
+            self._depart()
             release()
         if self._cancelled:
             raise Cancelled("call cancelled: the plugin shut down while it ran")
         return result
 
     def _hand_off(
-        self, route: Route, value: Any, completion: Completion, release: Release, encode: Encode
+        self,
+        route: Route,
+        request: Any,
+        completion: ThreadCompletion,
+        release: Release,
+        timeout: float | None,
+        *,
+        is_json: bool,
+    ) -> Any:
+        """A sync caller's call that runs on the instance's threads: wait for its outcome."""
+        try:
+            self._reserve(completion)
+            if not self._gate.is_open:
+                raise self._not_active()
+            if is_json:
+                value = route.request_from_json(request)
+            elif route.convert_to is not None and type(request) in PLAIN_TYPES:
+                try:
+                    value = _convert(request, route.convert_to)
+                except Exception as exc:
+                    raise route.bad_request(exc) from None
+            else:
+                value = route.request_from_object(request)
+            self._start_work(route, value, completion, release, is_json)
+            return completion.result(timeout, lambda: call_timed_out(route.type_tag, timeout))
+        except BaseException:
+            self._withdraw(completion, release)
+            raise
+
+    def _withdraw(self, completion: Completion, release: Release) -> None:
+        """The caller leaves with an exception: end the call, unless its work has begun."""
+        try:
+            self._unreserve(completion)
+        except KeyError:  # the work has begun: it releases when it ends; stop waiting for it
+            completion.give_up(Cancelled("call cancelled: its caller stopped waiting"))
+        else:
+            release()
+            if self._offload is not None:
+                self._offload.pending.discard(completion)
+            self._gate.after_depart()
+
+    def _start_work(
+        self, route: Route, value: Any, completion: Completion, release: Release, is_json: bool
     ) -> None:
-        """Start the call on the instance's loop (async) or its offload pool (sync)."""
+        """Start a reserved call on the instance's loop (async) or offload pool (sync)."""
         assert self._loop is not None
         assert self._offload is not None
+        encode = route.response_to_json if is_json else route.response_to_object
         if route.is_async:
             self._offload.pending.add(completion)
-            self._loop.call_soon(self._start_task, route, value, completion, release, encode)
+            try:
+                self._loop.call_soon(self._start_task, route, value, completion, release, encode)
+            except RuntimeError:  # the loop is closed: the instance is gone
+                self._offload.pending.discard(completion)
+                raise self._not_active() from None
             return
-        router, ctx, method = self._router, self._ctx, route.method
+        router, ctx, method, gate = self._router, self._ctx, route.method, self._gate
 
         def work() -> Any:
             token = attributed_instance.set(router)
@@ -309,7 +365,13 @@ class InProcessTransport(Transport):
             finally:
                 attributed_instance.reset(token)
 
-        self._offload.run(completion, work, lambda: self._leave(release), _handler_error)
+        def done() -> None:
+            gate.leave()
+            release()
+
+        self._offload.run(
+            completion, work, done, _handler_error, begin=lambda: gate.claim(completion)
+        )
 
     def _start_task(
         self, route: Route, value: Any, completion: Completion, release: Release, encode: Encode
@@ -329,7 +391,16 @@ class InProcessTransport(Transport):
     async def _run_async(
         self, route: Route, value: Any, completion: Completion, release: Release, encode: Encode
     ) -> None:
-        """The task body: settles the completion itself (no extra loop iteration)."""
+        """The task body: claims the call, runs it, settles the completion itself.
+
+        The claim is the body's first step, not the task's creator's: a task cancelled
+        before its first step never runs its body (nor a ``finally``), so it must not have
+        claimed anything; its caller then still holds the reservation and ends the call.
+        """
+        assert self._offload is not None
+        if not self._gate.claim(completion):  # its caller took the call back
+            self._offload.pending.discard(completion)
+            return
         result: Any = None
         error: PluginError | None = None
         try:
@@ -344,11 +415,29 @@ class InProcessTransport(Transport):
         except BaseException as exc:
             error = _handler_error(exc)
         finally:
-            assert self._offload is not None
             self._offload.pending.discard(completion)
-            self._leave(release)
+            self._gate.leave()
+            release()
             # Settled last: a caller that has its answer finds its slot free.
             completion.settle(result, error)
+
+    def _refuse(self, type_tag: object, release: Release) -> NoReturn:
+        """No route: ``InvalidState`` if the instance is not ACTIVE, else ``UnknownMessageType``."""
+        try:
+            if not self._gate.is_open:
+                raise self._not_active()
+            if type(type_tag) is not str:
+                raise UnknownMessageType(f"type_tag must be a str, not {type(type_tag).__name__}")
+            raise UnknownMessageType(
+                f"plugin {self.metadata.name!r} has no handler for {type_tag!r}"
+            )
+        finally:
+            release()
+
+    def _not_active(self) -> InvalidState:
+        return InvalidState(
+            f"plugin {self.metadata.name!r} is {self._lifecycle.state.name}; calls need ACTIVE"
+        )
 
 
 if sys.version_info >= (3, 12):
