@@ -11,6 +11,9 @@ import gc
 import re
 import subprocess
 import sys
+import textwrap
+import threading
+import time
 import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,7 +22,7 @@ import pytest
 
 import plugbridge
 
-from ..conftest import LogCapture
+from ..conftest import LogCapture, wait_until
 
 DEEP = 100_000
 UTF8 = re.compile("utf-8", re.IGNORECASE)
@@ -424,3 +427,91 @@ def test_hung_to_thread_work_never_keeps_the_host_alive(
         pytest.fail(f"the host did not exit after shutdown() returned: {exc.stdout!r}")
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "shut down STOPPED"
+
+
+# -- defects 15, 16: the start deadline, and a failed start torn down within it --------------
+
+HANGS_ON_START = """
+    import asyncio, os, time
+    from plugbridge import Plugin, handler
+
+    RELEASE = {release!r}
+
+    class HangsOnStart(Plugin):
+        name = "hangs_on_start"
+
+        {prefix}def on_start(self, ctx):
+            end = time.monotonic() + 120
+            while not os.path.exists(RELEASE) and time.monotonic() < end:
+                {pause}
+
+        @handler("x")
+        def x(self, ctx, req):
+            return "new"
+"""
+
+PAUSES = {"sync": ("", "time.sleep(0.01)"), "async": ("async ", "await asyncio.sleep(0.01)")}
+
+
+def hangs_on_start(tmp_path: Path, hook: str) -> tuple[str, Path]:
+    release = tmp_path / "release-the-hook"
+    prefix, pause = PAUSES[hook]
+    return textwrap.dedent(HANGS_ON_START).format(
+        release=str(release), prefix=prefix, pause=pause
+    ), release
+
+
+def instance_threads(name: str = "hangs_on_start") -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith(f"plugbridge-{name}-")]
+
+
+@pytest.mark.parametrize("isolation", ["inprocess"])  # process mode: the worker's own message
+@pytest.mark.parametrize("hook", ["sync", "async"])
+def test_a_hung_on_start_fails_the_load_at_the_start_deadline(
+    tmp_path: Path, isolation: str, hook: str
+) -> None:
+    code, release = hangs_on_start(tmp_path, hook)
+    source = tmp_path / "hangs_on_start.py"
+    source.write_text(code)
+    started = time.monotonic()
+    try:
+        with pytest.raises(plugbridge.InitializationFailed) as info:
+            plugbridge.load(
+                source,
+                config={"start_timeout": 0.5, "shutdown_timeout": 60},
+                isolation=isolation,
+            )
+        elapsed = time.monotonic() - started
+        assert "on_start did not finish within the start timeout (0.5s)" in info.value.message
+        assert elapsed < 20, elapsed  # not 60 s of shutdown timeout on top (defect 16)
+        assert not [m for m in sys.modules if m.startswith("_plugbridge_")]
+        assert all(t.daemon for t in instance_threads())  # abandoned, never waited for
+    finally:
+        release.touch()
+    assert wait_until(lambda: instance_threads() == [], timeout=10)
+
+
+@pytest.mark.parametrize("isolation", ["inprocess"])  # process mode: the worker's own message
+@pytest.mark.parametrize("hook", ["sync", "async"])
+def test_reload_with_a_hung_on_start_is_bounded_by_its_timeout(
+    tmp_path: Path, isolation: str, hook: str
+) -> None:
+    source = tmp_path / "reloaded.py"
+    source.write_text(
+        "from plugbridge import Plugin, handler\n\n"
+        "class Old(Plugin):\n    name = 'hangs_on_start'\n\n"
+        "    @handler('x')\n    def x(self, ctx, req):\n        return 'old'\n"
+    )
+    code, release = hangs_on_start(tmp_path, hook)
+    plugin = plugbridge.load(source, config={"shutdown_timeout": 60}, isolation=isolation)
+    try:
+        source.write_text(code)
+        started = time.monotonic()
+        with pytest.raises(plugbridge.InitializationFailed, match=r"start timeout \(1s\)"):
+            plugin.reload(timeout=1)
+        assert time.monotonic() - started < 20  # not the 60 s shutdown timeout (defect 16)
+        assert plugin.call("x") == "old"  # the old instance keeps serving
+    finally:
+        release.touch()
+        plugin.shutdown()
+    assert wait_until(lambda: instance_threads() == [], timeout=10)

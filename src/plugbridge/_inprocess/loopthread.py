@@ -44,6 +44,9 @@ class LoopThread:
             with contextlib.suppress(Exception):
                 self.loop.run_until_complete(self.loop.shutdown_asyncgens())
             asyncio.set_event_loop(None)
+            # Closed here, by its own thread: a thread that ``stop`` had to abandon (a hook
+            # that blocked past the deadline) still closes its loop once it gets here.
+            self.loop.close()
 
     def call_soon(self, callback: Callable[..., object], *args: Any) -> None:
         """Schedule ``callback`` on the loop, inside the instance's context (batched)."""
@@ -79,10 +82,7 @@ class LoopThread:
                 self.call_soon(lambda: self.loop.create_task(self._cancel_all_and_stop(deadline)))
             self._thread.join(max(0.0, deadline - time.monotonic()))
         executor_stopped = self._executor.stop(deadline)  # hung ``to_thread`` work: abandoned
-        if self._thread.is_alive():
-            return False
-        self.loop.close()
-        return executor_stopped
+        return executor_stopped and not self._thread.is_alive()
 
     async def _cancel_all_and_stop(self, deadline: float) -> None:
         me = asyncio.current_task()

@@ -40,6 +40,7 @@ from .._errors import (
     UnknownMessageType,
     call_timed_out,
     describe_exception,
+    seconds,
 )
 from .._levels import LogLevel
 from .._lifecycle import Lifecycle, LifecycleState
@@ -57,6 +58,11 @@ Encode = Callable[[Any], Any]
 _get_attribution = attributed_instance.get
 _set_attribution = attributed_instance.set
 _convert = msgspec.convert
+
+STOP_GRACE = 0.25
+"""Seconds a failed start may still spend stopping what it started once its deadline has
+passed: enough for a responsive loop to stop, not enough to matter; hung threads are
+abandoned, never waited for."""
 
 
 class InProcessTransport(Transport):
@@ -92,7 +98,11 @@ class InProcessTransport(Transport):
     def start(
         cls, source: PythonSource, config: PluginConfig, sink: LogSink, deadline: float | None
     ) -> InProcessTransport:
-        """Import, construct and start a fresh instance; ``InitializationFailed`` if not."""
+        """Import, construct and start a fresh instance; ``InitializationFailed`` if not.
+
+        ``deadline`` (monotonic) bounds ``on_start``; a start that fails is torn down within
+        what is left of it (hung threads are abandoned).
+        """
         began = time.monotonic()
         transport = cls(source, config, sink)
         transport._start(deadline, began)
@@ -117,17 +127,37 @@ class InProcessTransport(Transport):
             try:
                 self._run_hook("on_start", deadline)
             except TimeoutError:
-                raise InitializationFailed(f"{name}.on_start did not finish in time") from None
+                raise InitializationFailed(
+                    f"{name}.on_start did not finish within the start timeout"
+                    f" ({self._start_limit(deadline, began)}); the instance was abandoned"
+                ) from None
             except BaseException as exc:
                 raise InitializationFailed(
                     f"{name}.on_start raised {describe_exception(exc)}"
                 ) from None
         except BaseException:
             self._lifecycle.try_move(LifecycleState.FAILED)
-            self._teardown(time.monotonic() + self._config.shutdown_timeout, True)
+            self._teardown(self._failed_start_deadline(deadline), True)
             raise
         self._gate.open()
         self._lifecycle.move(LifecycleState.ACTIVE)
+
+    def _start_limit(self, deadline: float | None, began: float) -> str:
+        """The limit ``deadline`` stood for: ``start_timeout``, or a reload's shorter timeout."""
+        if deadline is None:
+            return seconds(None)
+        budget = deadline - began  # what the handle allowed, less a moment's bookkeeping
+        configured = self._config.start_timeout
+        return seconds(configured if budget > configured - 0.25 else round(budget, 2))
+
+    def _failed_start_deadline(self, deadline: float | None) -> float:
+        """A failed start stops what it started by its own deadline (plus ``STOP_GRACE``),
+        and never later than the shutdown timeout would allow."""
+        now = time.monotonic()
+        latest = now + self._config.shutdown_timeout
+        if deadline is None:
+            return latest
+        return min(latest, max(deadline, now + STOP_GRACE))
 
     def _construct(self) -> tuple[type[Plugin], Plugin, RouteTable]:
         """Import the module and build the plugin object (module code is the plugin's)."""
