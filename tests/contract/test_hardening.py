@@ -515,3 +515,63 @@ def test_reload_with_a_hung_on_start_is_bounded_by_its_timeout(
         release.touch()
         plugin.shutdown()
     assert wait_until(lambda: instance_threads() == [], timeout=10)
+
+
+# -- absolute self-imports inside a package plugin resolve to the instance's own copy --------
+
+SELF_IMPORTING_INIT = """
+    import pkgplug.helpers
+    import pkgplug.sub.deep as deep
+    from pkgplug import helpers as same_helpers
+    from pkgplug.helpers import bump
+    from plugbridge import Plugin, handler
+
+    class SelfImporting(Plugin):
+        name = "selfimporting"
+
+        @handler("bump")
+        def run(self, ctx, req):
+            import pkgplug
+            from pkgplug.sub import deep as again
+            assert pkgplug.helpers is same_helpers and again is deep
+            assert pkgplug.__name__.endswith(".pkgplug"), pkgplug.__name__
+            name = pkgplug.helpers.__name__.partition(".")[2]  # without the namespace
+            return {"count": bump(), "seen": deep.seen(), "name": name}
+"""
+
+
+def make_self_importing_package(root: Path) -> Path:
+    package = root / "pkgplug"
+    (package / "sub").mkdir(parents=True)
+    (package / "__init__.py").write_text(textwrap.dedent(SELF_IMPORTING_INIT))
+    (package / "helpers.py").write_text(
+        "COUNT = 0\n\ndef bump():\n    global COUNT\n    COUNT += 1\n    return COUNT\n"
+    )
+    (package / "sub" / "__init__.py").write_text("")
+    (package / "sub" / "deep.py").write_text(
+        "import os, pkgplug.helpers as helpers, sys\nimport pkgplug.helpers\n\n"
+        "def seen():\n    assert os.sep and sys.modules and helpers is pkgplug.helpers\n"
+        "    return pkgplug.helpers.COUNT\n"
+    )
+    return package
+
+
+@pytest.mark.parametrize("on_sys_path", [False, True])
+def test_absolute_self_imports_resolve_to_the_instances_own_copy(
+    tmp_path: Path, isolation: str, on_sys_path: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    package = make_self_importing_package(tmp_path)
+    if on_sys_path:  # even when the host could import the package itself
+        monkeypatch.syspath_prepend(str(tmp_path))
+        monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    with (
+        plugbridge.load(package, isolation=isolation) as first,
+        plugbridge.load(package, isolation=isolation) as second,
+    ):
+        assert first.call("bump") == {"count": 1, "seen": 1, "name": "pkgplug.helpers"}
+        assert first.call("bump")["count"] == 2
+        assert second.call("bump") == {"count": 1, "seen": 1, "name": "pkgplug.helpers"}
+        first.reload()
+        assert first.call("bump")["count"] == 1  # a fresh copy
+    assert not [m for m in sys.modules if m == "pkgplug" or m.startswith("pkgplug.")]
+    assert not [m for m in sys.modules if m.startswith("_plugbridge_")]

@@ -3,12 +3,16 @@
 A Python plugin ``hello_plugin.py`` is imported as ``_plugbridge_<n>.hello_plugin``, where
 ``_plugbridge_<n>`` is a synthetic package private to one instance. Its helper modules and
 relative imports resolve inside that package, so two instances never share module globals.
-Source is always compiled from the file as it is now: never from cached bytecode, whose
-mtime+size check misses an edit made within the same second that keeps the size.
+Absolute imports of a package plugin's own package (``import pkgplug.helpers``) are
+compiled as relative ones, so they too reach the instance's copy, and nothing named
+``pkgplug`` ever enters ``sys.modules``. Source is always compiled from the file as it is
+now: never from cached bytecode, whose mtime+size check misses an edit made within the
+same second that keeps the size.
 """
 
 from __future__ import annotations
 
+import ast
 import importlib
 import importlib.abc
 import importlib.machinery
@@ -29,18 +33,85 @@ _numbers = itertools.count(1)
 
 
 class _FreshSourceLoader(importlib.machinery.SourceFileLoader):
-    """Compiles from the source file every time; never reads or writes bytecode."""
+    """Compiles from the source file every time; never reads or writes bytecode.
+
+    With ``own_package`` (a package plugin's top name, ``pkgplug``), absolute imports of
+    that package are compiled as relative ones (see ``_SelfImports``): the module's
+    ``__package__`` is ``package``.
+    """
+
+    def __init__(self, fullname: str, path: str, package: str, own_package: str | None) -> None:
+        super().__init__(fullname, path)
+        self.package = package
+        self.own_package = own_package
 
     def get_code(self, fullname: str) -> types.CodeType:
         source = self.get_data(self.path)
+        own = self.own_package
+        if own is not None and own.encode() in source:
+            tree = ast.parse(source, self.path)
+            tree = _SelfImports(own, self.package.count(".") + 1).visit(tree)
+            ast.fix_missing_locations(tree)
+            return compile(tree, self.path, "exec", dont_inherit=True)
         return compile(source, self.path, "exec", dont_inherit=True)
+
+
+class _SelfImports(ast.NodeTransformer):
+    """Absolute imports of the plugin's own package, made relative to the namespace root.
+
+    ``level`` is the relative level that reaches the namespace root (``_plugbridge_<n>``)
+    from the module. ``import pkgplug.helpers`` becomes ``from ..pkgplug import helpers
+    as pkgplug`` + ``from .. import pkgplug`` (the same binding, the same module loaded);
+    ``import pkgplug.helpers as h`` becomes ``from ..pkgplug import helpers as h``;
+    ``from pkgplug.x import y`` becomes ``from ..pkgplug.x import y``. Line numbers stay.
+    """
+
+    def __init__(self, own_package: str, level: int) -> None:
+        self.own = own_package
+        self.level = level
+
+    def _is_own(self, name: str) -> bool:
+        return name == self.own or name.startswith(self.own + ".")
+
+    def visit_Import(self, node: ast.Import) -> ast.stmt | list[ast.stmt]:
+        if not any(self._is_own(alias.name) for alias in node.names):
+            return node
+        statements: list[ast.stmt] = []
+        others: list[ast.alias] = []
+        for alias in node.names:
+            if not self._is_own(alias.name):
+                others.append(alias)
+                continue
+            if others:  # keep the order of the imports' side effects
+                statements.append(ast.Import(names=others))
+                others = []
+            head, _, leaf = alias.name.rpartition(".")
+            if alias.asname is not None:
+                module, name = (head, leaf) if head else (None, self.own)
+                statements.append(self._from(module, name, alias.asname))
+            else:
+                if head:  # load the submodule, then bind the package's name
+                    statements.append(self._from(head, leaf, self.own))
+                statements.append(self._from(None, self.own, None))
+        if others:
+            statements.append(ast.Import(names=others))
+        return [ast.copy_location(statement, node) for statement in statements]
+
+    def visit_ImportFrom(self, node: ast.ImportFrom) -> ast.ImportFrom:
+        if node.level == 0 and node.module is not None and self._is_own(node.module):
+            node.level = self.level
+        return node
+
+    def _from(self, module: str | None, name: str, asname: str | None) -> ast.ImportFrom:
+        return ast.ImportFrom(module=module, names=[ast.alias(name, asname)], level=self.level)
 
 
 class _NamespaceFinder(importlib.abc.MetaPathFinder):
     """Finds submodules of live plugin namespaces; installed only while one exists."""
 
     def __init__(self) -> None:
-        self.namespaces: set[str] = set()
+        self.namespaces: dict[str, str | None] = {}
+        """Live namespaces, each with its plugin's own package name (None: not a package)."""
         self.lock = threading.Lock()
 
     def find_spec(
@@ -51,27 +122,29 @@ class _NamespaceFinder(importlib.abc.MetaPathFinder):
     ) -> importlib.machinery.ModuleSpec | None:
         if not fullname.startswith(NAMESPACE_PREFIX):
             return None
-        if fullname.partition(".")[0] not in self.namespaces or path is None:
+        namespace = fullname.partition(".")[0]
+        if namespace not in self.namespaces or path is None:
             return None
-        leaf = fullname.rpartition(".")[2]
+        own = self.namespaces.get(namespace)
+        parent, _, leaf = fullname.rpartition(".")
         for entry in path:
             package_init = Path(entry, leaf, "__init__.py")
             if package_init.is_file():
-                return _spec(fullname, package_init, package=True)
+                return _spec(fullname, package_init, fullname, own, package=True)
             module_file = Path(entry, leaf + ".py")
             if module_file.is_file():
-                return _spec(fullname, module_file, package=False)
+                return _spec(fullname, module_file, parent, own, package=False)
         return None
 
-    def register(self, namespace: str) -> None:
+    def register(self, namespace: str, own_package: str | None) -> None:
         with self.lock:
             if not self.namespaces:
                 sys.meta_path.insert(0, self)
-            self.namespaces.add(namespace)
+            self.namespaces[namespace] = own_package
 
     def unregister(self, namespace: str) -> None:
         with self.lock:
-            self.namespaces.discard(namespace)
+            self.namespaces.pop(namespace, None)
             if not self.namespaces and self in sys.meta_path:
                 sys.meta_path.remove(self)
 
@@ -85,7 +158,8 @@ class _DottedFileSpec(importlib.machinery.ModuleSpec):
     """
 
     def __init__(self, fullname: str, file: Path, namespace: str) -> None:
-        super().__init__(fullname, _FreshSourceLoader(fullname, str(file)), origin=str(file))
+        loader = _FreshSourceLoader(fullname, str(file), namespace, None)
+        super().__init__(fullname, loader, origin=str(file))
         self.has_location = True
         self._namespace = namespace
 
@@ -94,11 +168,13 @@ class _DottedFileSpec(importlib.machinery.ModuleSpec):
         return self._namespace
 
 
-def _spec(fullname: str, file: Path, *, package: bool) -> importlib.machinery.ModuleSpec:
+def _spec(
+    fullname: str, file: Path, parent: str, own_package: str | None, *, package: bool
+) -> importlib.machinery.ModuleSpec:
     spec = importlib.util.spec_from_file_location(
         fullname,
         file,
-        loader=_FreshSourceLoader(fullname, str(file)),
+        loader=_FreshSourceLoader(fullname, str(file), parent, own_package),
         submodule_search_locations=[str(file.parent)] if package else None,
     )
     assert spec is not None
@@ -128,7 +204,7 @@ class PluginNamespace:
         root.__path__ = [str(self.source.search_dir)]
         root.__package__ = self.name
         sys.modules[self.name] = root
-        _FINDER.register(self.name)
+        _FINDER.register(self.name, self._own_package())
         try:
             self.module = self._import()
         except BaseException as exc:
@@ -142,6 +218,14 @@ class PluginNamespace:
         except InitializationFailed:
             self.unload()
             raise
+
+    def _own_package(self) -> str | None:
+        """The plugin's own package (``pkgplug``), whose absolute imports stay inside."""
+        source = self.source
+        top = source.top_package
+        if source.dotted_file is None and (source.search_dir / top / "__init__.py").is_file():
+            return top
+        return None
 
     def _import(self) -> types.ModuleType:
         fullname = f"{self.name}.{self.source.module}"
