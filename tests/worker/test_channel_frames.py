@@ -55,6 +55,11 @@ FRAMES = """
                 os.kill(os.getpid(), signal.SIGSTOP)
             return "written"
 
+        @handler("mark")
+        def mark(self, ctx, req):
+            open(req, "a").close()  # the test sees that it ran
+            return req
+
         @handler("buffers")
         def buffers(self, ctx, req):
             from plugbridge._worker.protocol import Channel
@@ -186,7 +191,7 @@ def test_memory_grows_with_the_bytes_that_arrive(sockets) -> None:  # type: igno
     host_end, worker_end = sockets
     channel: Channel[WorkerMessage] = Channel(host_end, WorkerMessage)
     worker_end.sendall((100 << 20).to_bytes(4, "big") + b"\x00" * 100_000)
-    assert channel.receive_ready() is NOT_READY
+    assert channel.peek_ready() is NOT_READY
     assert channel.capacity < 1 << 20  # not the 100 MiB announced
 
 
@@ -199,10 +204,12 @@ def test_big_and_small_frames_in_one_stream(sockets) -> None:  # type: ignore[no
     sender.start()
     received = []
     while len(received) < 3:
-        message = channel.receive_ready()
+        message = channel.peek_ready()
         if message is NOT_READY:
             select.select([host_end], [], [], 5)
         else:
+            assert channel.peek_ready() is message  # kept until consumed
+            channel.consume()
             received.append(message)
     sender.join()
     assert received == [big, Result(2, b"[]", True), Result(3, b"{}", True)]

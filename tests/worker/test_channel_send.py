@@ -38,7 +38,7 @@ def frozen(write_plugin: Callable[..., Path]) -> Iterator[plugbridge.PluginHandl
 
 def _sending(plugin: plugbridge.PluginHandle) -> bool:
     """Some thread is in the middle of writing a frame."""
-    return plugin._transport._current.channel._send_lock.locked()  # type: ignore[attr-defined]
+    return bool(plugin._transport._current.channel.sending)  # type: ignore[attr-defined]
 
 
 def test_shutdown_returns_while_a_send_to_a_stopped_worker_is_blocked(
@@ -127,3 +127,20 @@ def test_a_call_frame_that_cannot_be_built_leaves_nothing_in_flight(
             plugin.call("ec\ud800ho", 1)
         assert plugin.in_flight == 0
         assert plugin.call("echo", "fine") == "fine"
+
+
+def test_a_call_late_before_it_is_sent_never_runs(
+    write_plugin: Callable[..., Path], tmp_path: Path
+) -> None:
+    import asyncio
+
+    with plugbridge.load(write_plugin(FRAMES, name="frames.py"), isolation="process") as plugin:
+        for n in range(20):
+            with pytest.raises(plugbridge.Timeout):
+                plugin.call("mark", str(tmp_path / f"sync-{n}"), timeout=1e-9)
+            with pytest.raises(plugbridge.Timeout):
+                asyncio.run(plugin.acall("mark", str(tmp_path / f"async-{n}"), timeout=1e-9))
+        assert plugin.in_flight == 0
+        assert plugin.call("mark", str(tmp_path / "last")) == str(tmp_path / "last")
+        assert (tmp_path / "last").exists()
+        assert not [p for p in tmp_path.iterdir() if p.name.startswith(("sync-", "async-"))]

@@ -24,6 +24,7 @@ import select
 import socket
 import threading
 import time
+from threading import get_ident
 from typing import Any, Final, Generic, TypeVar
 
 import msgspec
@@ -41,6 +42,7 @@ RETAINED_BUFFER = 1 << 20
 CLOSE_WAIT = 1.0
 """Seconds ``close`` waits for a send that is ending to let go of the socket."""
 _NO_SIGNAL = getattr(socket, "MSG_NOSIGNAL", 0)
+_MAIN_THREAD = threading.main_thread().ident
 
 
 class ProtocolError(Exception):
@@ -188,7 +190,7 @@ class _NotReady:
 
 
 NOT_READY: Final = _NotReady()
-"""``Channel.receive_ready`` found no complete frame (yet)."""
+"""``Channel.peek_ready`` found no complete frame (yet)."""
 
 
 class FrameTooLarge(Exception):
@@ -224,7 +226,7 @@ class Channel(Generic[M]):
 
     ``send`` is safe from many threads; receiving must have one reader at a time. On a
     blocking socket (the worker's) ``receive`` blocks; on a non-blocking one (the host's)
-    the reader waits for ``sock`` to be readable and calls ``receive_ready``, and sends
+    the reader waits for ``sock`` to be readable and calls ``peek_ready``, and sends
     wait with ``poll`` until their deadline.
     """
 
@@ -233,13 +235,20 @@ class Channel(Generic[M]):
         self.max_frame = frame_limit() if max_frame is None else max_frame
         self._blocking = sock.getblocking()
         self._closed = False
-        self._send_lock = threading.Lock()
+        self._send_lock = threading.RLock()
+        """An RLock for ``_is_owned``: whoever holds it when an exception strikes can tell."""
+        self._rest: memoryview | None = None
+        """The unwritten end of the frame the stream is in the middle of (non-blocking)."""
+        self._careful_reads = not self._blocking
+        """Reads on the main thread peek, then take: see ``receive``."""
         self._encoder = msgspec.msgpack.Encoder()
         self._decoder: msgspec.msgpack.Decoder[M] = msgspec.msgpack.Decoder(incoming)
         self._buffer = bytearray(_RECV_SIZE)
         self._view = memoryview(self._buffer)
         self._start = 0
         self._end = 0
+        self._peeked: M | None = None
+        self._peeked_end = 0
 
     # -- sending -----------------------------------------------------------------------
 
@@ -262,82 +271,100 @@ class Channel(Generic[M]):
     def send_frame(self, frame: bytes, deadline: float | None = None) -> None:
         """Write a whole frame, frames from several threads never interleaving.
 
-        On a non-blocking socket, ``SendTimeout`` once ``deadline`` (monotonic) passes:
-        with ``started`` false nothing was written; with it true the rest of the frame is
-        written in the background, until done or until the channel is shut down. Either
-        way an ``OSError`` if the channel is shut down or broken.
+        On a non-blocking socket, ``SendTimeout`` once ``deadline`` (monotonic) passes
+        (a frame already late is not sent at all): with ``started`` false nothing of this
+        frame was written; with it true the rest is written in the background, until done
+        or until the channel is shut down (the peer receives the whole frame). ``OSError``
+        if the channel is shut down or broken.
         """
         lock = self._send_lock
         if self._blocking:
             with lock:
                 self.sock.sendall(frame)
             return
-        if not lock.acquire(False) and not lock.acquire(True, _seconds_left(deadline)):
-            raise SendTimeout(started=False)
-        try:  # the lock is released here, or by the writer of the frame's rest
+        try:  # an exception anywhere (KeyboardInterrupt too) leaves the lock free
+            wait = _seconds_left(deadline)
+            if wait == 0.0 or not lock.acquire(True, wait):
+                raise SendTimeout(started=False)  # late already, or the channel stays busy
+            if self._rest is not None:
+                self._write_rest(deadline, started=False)  # an earlier frame's, first
             if self._closed:
                 raise BrokenPipeError("the channel is shut down")
-            sent = self.sock.send(frame, _NO_SIGNAL)
-        except BlockingIOError:
-            sent = 0
+            try:
+                sent = self.sock.send(frame, _NO_SIGNAL)
+            except BlockingIOError:
+                sent = 0
+            if sent < len(frame):
+                self._rest = memoryview(frame)[sent:]
+                self._write_rest(deadline, started=True)
+            lock.release()
         except BaseException:
-            lock.release()
+            if lock._is_owned():  # type: ignore[attr-defined]
+                lock.release()
             raise
-        if sent == len(frame):
-            lock.release()
-            return
-        self._send_rest(memoryview(frame), sent, deadline)
 
-    def _send_some(self, data: bytes | memoryview) -> int:
-        if self._closed:
-            raise BrokenPipeError("the channel is shut down")
+    def _write_rest(self, deadline: float | None, *, started: bool) -> None:
+        """With the send lock held, write ``_rest`` (the end of a frame the stream is in
+        the middle of) until ``deadline``. If it passes, or an exception such as
+        ``KeyboardInterrupt`` strikes while waiting, a background thread finishes it:
+        the stream never holds half a frame followed by another. ``SendTimeout`` then says
+        whether the caller's own frame was ``started``."""
+        writable = select.poll()
+        writable.register(self.sock.fileno(), select.POLLOUT)
         try:
-            return self.sock.send(data, _NO_SIGNAL)
-        except BlockingIOError:
-            return 0
-
-    def _send_rest(self, frame: memoryview, sent: int, deadline: float | None) -> None:
-        """With the send lock held, write ``frame[sent:]`` (see ``send_frame``); the lock
-        is released when this frame is done with. A frame cut off by the deadline, or by
-        an exception such as ``KeyboardInterrupt`` while waiting, is finished in the
-        background: the stream never holds half a frame followed by another."""
-        handed_over = False
-        try:
-            writable = select.poll()
-            writable.register(self.sock.fileno(), select.POLLOUT)
-            while sent < len(frame):
+            while (rest := self._rest) is not None:
                 left = _seconds_left(deadline)
                 if left == 0.0:
-                    break
-                if writable.poll(-1 if left < 0 else math.ceil(left * 1000)):
-                    sent += self._send_some(frame[sent:])
-            else:
-                return
-            raise SendTimeout(started=bool(sent))
-        except BaseException as exc:
-            if sent and (isinstance(exc, SendTimeout) or not isinstance(exc, OSError)):
-                handed_over = True
-                threading.Thread(
-                    target=self._send_in_background,
-                    args=(frame, sent),
-                    name="plugbridge-channel-send",
-                    daemon=True,
-                ).start()
+                    raise SendTimeout(started=started)
+                if not writable.poll(-1 if left < 0 else math.ceil(left * 1000)):
+                    continue
+                if self._closed:
+                    raise BrokenPipeError("the channel is shut down")
+                try:
+                    sent = self.sock.send(rest, _NO_SIGNAL)
+                except BlockingIOError:
+                    continue
+                self._rest = rest[sent:] if sent < len(rest) else None
+        except OSError as exc:
+            if not isinstance(exc, SendTimeout):
+                raise  # broken or shut down: there is no stream to keep whole
+            self._finish_rest_later()
             raise
-        finally:
-            if not handed_over:
-                self._send_lock.release()
+        except BaseException:
+            self._finish_rest_later()
+            raise
 
-    def _send_in_background(self, frame: memoryview, sent: int) -> None:
-        with contextlib.suppress(OSError):
-            self._send_rest(frame, sent, None)
+    def _finish_rest_later(self) -> None:
+        threading.Thread(
+            target=self._finish_rest, name="plugbridge-channel-send", daemon=True
+        ).start()
+
+    def _finish_rest(self) -> None:
+        """The background thread finishing a frame its sender left (see ``_write_rest``)."""
+        with self._send_lock, contextlib.suppress(OSError):
+            if self._rest is not None:
+                self._write_rest(None, started=True)
+
+    @property
+    def sending(self) -> bool:
+        """Whether a frame is being written (or waits to be finished) right now."""
+        if self._rest is not None or not self._send_lock.acquire(False):
+            return True
+        self._send_lock.release()
+        return False
 
     # -- receiving ---------------------------------------------------------------------
 
-    def receive(self) -> M | None:
+    def receive(self, *, peek: bool = False) -> M | None:
         """The next message; None at a clean end of stream; ``ProtocolError`` if broken.
         On a blocking socket it waits; on a non-blocking one ``BlockingIOError`` says that
-        the frame is not complete yet (see ``receive_ready``)."""
+        the frame is not complete yet (see ``peek_ready``). With ``peek`` the message stays
+        first in line (and is given again) until ``consume`` drops it."""
+        message = self._peeked
+        if message is not None:
+            if not peek:
+                self.consume()
+            return message
         while True:
             start = self._start
             if self._end - start >= HEADER_SIZE:
@@ -348,29 +375,56 @@ class Channel(Generic[M]):
                     )
                 end = start + HEADER_SIZE + size
                 if end <= self._end:
-                    if end == self._end:
+                    message = self._decode(self._view[start + HEADER_SIZE : end])
+                    if peek:
+                        self._peeked_end = end
+                        self._peeked = message
+                    elif end == self._end:
                         self._start = self._end = 0  # all consumed: refill from the front
+                        if len(self._buffer) > RETAINED_BUFFER:
+                            self._shrink()
                     else:
                         self._start = end
-                    message = self._decode(self._view[start + HEADER_SIZE : end])
-                    if len(self._buffer) > RETAINED_BUFFER:
-                        self._shrink()
                     return message
             if self._end == len(self._buffer):
                 self._make_room()
-            count = self.sock.recv_into(self._view[self._end :])
+            if self._careful_reads and get_ident() == _MAIN_THREAD:
+                # A KeyboardInterrupt lands after a call returns: had it been a plain
+                # recv, the bytes would be read but not counted. Peek, count, then take.
+                count = self.sock.recv_into(self._view[self._end :], 0, socket.MSG_PEEK)
+                if count:
+                    self._end += count
+                    self.sock.recv_into(self._view[self._end - count : self._end], count)
+            else:
+                count = self.sock.recv_into(self._view[self._end :])
+                self._end += count
             if not count:
                 self.end_of_stream()
                 return None
-            self._end += count
 
-    def receive_ready(self) -> M | _NotReady | None:
-        """``receive`` on a non-blocking socket: ``NOT_READY`` if the next frame is not
-        complete with what the socket holds now."""
+    def peek_ready(self) -> M | _NotReady | None:
+        """The next message (kept until ``consume``, see ``receive``) if it is complete
+        with what a non-blocking socket holds now, else ``NOT_READY``.
+
+        Peeking and consuming apart make reading safe against an exception landing in
+        between (``KeyboardInterrupt`` on the main thread): a message handled when it
+        struck is handled again by the next reader, never lost.
+        """
         try:
-            return self.receive()
+            return self.receive(peek=True)
         except BlockingIOError:
             return NOT_READY
+
+    def consume(self) -> None:
+        """Drop the message ``peek_ready`` gave (it has been handled)."""
+        end = self._peeked_end
+        self._peeked = None
+        if end == self._end:
+            self._start = self._end = 0  # all consumed: refill from the front
+            if len(self._buffer) > RETAINED_BUFFER:
+                self._shrink()
+        else:
+            self._start = end
 
     def end_of_stream(self) -> None:
         """The stream has ended (the peer is gone): ``ProtocolError`` if inside a frame."""
@@ -395,29 +449,24 @@ class Channel(Generic[M]):
     def _make_room(self) -> None:
         """Room for more bytes: move the partial frame to the front, or grow the buffer —
         at most doubling it, and never beyond what the frame being read declares."""
-        start, held = self._start, self._end - self._start
+        start, end = self._start, self._end
+        held = end - start
         need = HEADER_SIZE
         if held >= HEADER_SIZE:
             need += int.from_bytes(self._buffer[start : start + HEADER_SIZE], "big")
         capacity = len(self._buffer)
         if need > capacity:
-            self._replace_buffer(min(need, 2 * capacity))
-        elif start:
-            self._view[:held] = self._view[start : self._end]
-            self._start, self._end = 0, held
+            buffer = bytearray(min(need, 2 * capacity))
+            buffer[:held] = self._view[start:end]
+            self._buffer, self._view = buffer, memoryview(buffer)
+        else:
+            self._view[:held] = self._view[start:end]
+        self._start, self._end = 0, held
 
     def _shrink(self) -> None:
-        """A big frame was consumed: give its memory back unless the next one needs it."""
-        if self._end - self._start <= _RECV_SIZE:
-            self._replace_buffer(_RECV_SIZE)
-
-    def _replace_buffer(self, capacity: int) -> None:
-        count = self._end - self._start
-        buffer = bytearray(capacity)
-        buffer[:count] = self._view[self._start : self._end]
-        self._view.release()
+        """A big frame was consumed and nothing follows: give its memory back."""
+        buffer = bytearray(_RECV_SIZE)
         self._buffer, self._view = buffer, memoryview(buffer)
-        self._start, self._end = 0, count
 
     def _decode(self, body: memoryview) -> M:
         try:

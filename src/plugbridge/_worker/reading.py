@@ -84,17 +84,24 @@ class ChannelWatch:
         return self.process.poll() is not None
 
     def receive(self) -> WorkerMessage | _NotReady | None:
-        """The next message if it is complete, else ``NOT_READY``; None at the channel's
-        end, which includes the worker's end once everything it wrote has been read."""
-        message = self.channel.receive_ready()
+        """The next message (consumed) if it is complete, else ``NOT_READY``; None at the
+        channel's end, which includes the worker's end once all it wrote has been read."""
+        message = self.peek()
+        if message is not NOT_READY and message is not None:
+            self.channel.consume()
+        return message
+
+    def peek(self) -> WorkerMessage | _NotReady | None:
+        """``Channel.peek_ready``, with the worker's end taken as the channel's end."""
+        message = self.channel.peek_ready()
         if message is NOT_READY and self.worker_ended():
             return self.leftover()
         return message
 
     def leftover(self) -> WorkerMessage | None:
-        """The worker has ended: the next of the frames it wrote before, or None (the end:
-        even if a process it forked still holds the channel open)."""
-        message = self.channel.receive_ready()
+        """The worker has ended: the next of the frames it wrote before (peeked), or None
+        (the end: even if a process it forked still holds the channel open)."""
+        message = self.channel.peek_ready()
         if message is NOT_READY:
             self.channel.end_of_stream()  # ProtocolError inside a frame
             return None
@@ -144,19 +151,16 @@ class ReadingTurn:
             self.reading = me
         return True
 
-    def give_back(self) -> None:
-        """End a caller's turn; the reader thread takes over at once if there is work."""
+    def handed_back(self) -> None:
+        """A caller's turn has ended (it reset ``reading`` itself, with one builtin call,
+        so that a ``KeyboardInterrupt`` cannot leave the turn taken): the reader thread
+        takes over at once if there is work, else after ``IDLE_GRACE``."""
         with self._lock:
-            self.reading = None
             if self._in_flight or self._channel.has_frame():
                 self._quiet = False
                 self._lock.notify()
-            else:
+            elif self.reading is None:
                 self._quiet = True
-
-    def read_for(self, completion: ThreadCompletion, deadline: float | None) -> None:
-        """In a caller's turn: read until ``completion`` is settled, ``deadline`` or the end."""
-        self._read_frames(completion, deadline)
 
     def wake(self) -> None:
         """The reader thread must read now (not after ``IDLE_GRACE``)."""
@@ -173,7 +177,7 @@ class ReadingTurn:
 
     # -- reading -----------------------------------------------------------------------
 
-    def _read_frames(self, completion: ThreadCompletion | None, deadline: float | None) -> None:
+    def read(self, completion: ThreadCompletion | None, deadline: float | None) -> None:
         """In our turn: read and dispatch frames until ``completion`` is settled, or until
         ``deadline``, or the channel's end; without a completion (the reader thread), while
         frames are at hand. Frames already buffered are always dispatched before returning,
@@ -192,7 +196,7 @@ class ReadingTurn:
                         readable.poll(-1)
                     elif not watch.wait(deadline):
                         return
-                message = channel.receive_ready()
+                message = channel.peek_ready()
                 if message is NOT_READY:
                     if not watch.worker_ended():
                         continue  # a partial frame: wait for the rest
@@ -201,6 +205,7 @@ class ReadingTurn:
                     self._channel_ended(None)
                     return
                 dispatch(message)  # type: ignore[arg-type]
+                channel.consume()  # only now: an exception before it means "handle again"
         except ProtocolError as exc:
             self._channel_ended(f"sent a malformed frame ({exc})")
         except OSError as exc:
@@ -240,7 +245,7 @@ class ReadingTurn:
                         self.reading = me
             if self.reading is me:
                 try:
-                    self._read_frames(None, None)
+                    self.read(None, None)
                 finally:
                     with lock:
                         self.reading = None

@@ -156,8 +156,9 @@ class WorkerSession:
 
         The frame is built before the call is registered: whatever it fails on, nothing is
         in flight yet. Sending waits for the channel until ``deadline`` (the call's own):
-        a call none of which was written by then is a ``Timeout``; one written in part
-        stays in flight (the rest follows in the background) and times out like any call.
+        a call none of which was written by then (or late before it could be sent) is a
+        ``Timeout`` and never runs; one written in part stays in flight (the rest follows
+        in the background) and times out like any call.
         """
         call_id = next(_ids)
         try:
@@ -180,19 +181,16 @@ class WorkerSession:
         except SendTimeout as exc:
             if exc.started:
                 return call_id  # the worker will receive it: it times out like any call
-            self._forget(call_id, release)
+            self._pending.pop(call_id, None)
+            release()  # idempotent: harmless if a sweep released it already
             raise call_timed_out(type_tag, timeout) from None
         except OSError:
             pass  # a worker that is gone: the reader fails it with the others
-        except BaseException:
-            self._forget(call_id, release)
+        except BaseException:  # refused, or interrupted: it was not sent
+            self._pending.pop(call_id, None)
+            release()
             raise
         return call_id
-
-    def _forget(self, call_id: int, release: Release) -> None:
-        """A call that was not sent leaves the table (unless a sweep already took it)."""
-        self._pending.pop(call_id, None)
-        release()  # idempotent: harmless if the sweep released it already
 
     def _unsendable(self, exc: BaseException, type_tag: object) -> BaseException:
         """What a caller sees when its call frame cannot be built."""
@@ -232,11 +230,13 @@ class WorkerSession:
         deadline = None if timeout is None else time.monotonic() + timeout
         self.submit(type_tag, payload, timeout, release, completion, deadline=deadline)
         remaining = timeout
-        if turn.take(me):
-            try:
-                turn.read_for(completion, deadline)
-            finally:
-                turn.give_back()
+        try:
+            if turn.take(me):
+                turn.read(completion, deadline)
+        finally:
+            if turn.reading is me:
+                setattr(turn, "reading", None)  # noqa: B010 (one builtin: see handed_back)
+                turn.handed_back()
         if deadline is not None:
             remaining = max(0.0, deadline - time.monotonic())
         return completion.result(remaining, lambda: call_timed_out(type_tag, timeout))
@@ -251,7 +251,12 @@ class WorkerSession:
         )
         completion.on_abandon = lambda: self._send_control(Cancel(call_id))
         self._turn.wake()  # only the reader thread reads for asyncio callers
-        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+        remaining = None
+        if deadline is not None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:  # late already (sending took it all): no race with the answer
+                completion.give_up(call_timed_out(type_tag, timeout))
+                return completion.outcome()
         return await completion.result(remaining, lambda: call_timed_out(type_tag, timeout))
 
     def _send_control(self, message: Cancel | SetLevel) -> None:
@@ -296,12 +301,11 @@ class WorkerSession:
         else:
             raise ProtocolError(f"unexpected {kind.__name__} frame from a running worker")
 
+    # Frames may be handled twice (see ``Channel.peek_ready``): each step below does
+    # nothing the second time, and a call leaves the table only after its release.
+
     def _answer(self, message: Result | Failure) -> None:
-        with self._lock:
-            if message.done:
-                entry = self._pending.pop(message.id, None)
-            else:
-                entry = self._pending.get(message.id)
+        entry = self._pending.get(message.id)
         if entry is None:
             return  # already failed (the worker crashed meanwhile) or swept
         if type(message) is Result:
@@ -311,12 +315,13 @@ class WorkerSession:
             entry.completion.settle(None, error_for_code(message.code, message.message))
         if message.done:
             entry.release()
+            self._pending.pop(message.id, None)
 
     def _finish_call(self, call_id: int) -> None:
-        with self._lock:
-            entry = self._pending.pop(call_id, None)
+        entry = self._pending.get(call_id)
         if entry is not None:
             entry.release()
+            self._pending.pop(call_id, None)
 
     def _take_all_pending(self) -> list[_Pending]:
         """Empty the table of calls in flight (under ``_lock``); the caller settles them."""
