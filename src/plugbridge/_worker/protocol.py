@@ -24,7 +24,6 @@ import select
 import socket
 import threading
 import time
-from threading import get_ident
 from typing import Any, Final, Generic, TypeVar
 
 import msgspec
@@ -42,7 +41,6 @@ RETAINED_BUFFER = 1 << 20
 CLOSE_WAIT = 1.0
 """Seconds ``close`` waits for a send that is ending to let go of the socket."""
 _NO_SIGNAL = getattr(socket, "MSG_NOSIGNAL", 0)
-_MAIN_THREAD = threading.main_thread().ident
 
 
 class ProtocolError(Exception):
@@ -240,7 +238,9 @@ class Channel(Generic[M]):
         self._rest: memoryview | None = None
         """The unwritten end of the frame the stream is in the middle of (non-blocking)."""
         self._careful_reads = not self._blocking
-        """Reads on the main thread peek, then take: see ``receive``."""
+        """Reads that can be interrupted by ``KeyboardInterrupt`` (the host's) never lose
+        the count of the bytes they read: see ``receive``."""
+        self._got: list[int] = []
         self._encoder = msgspec.msgpack.Encoder()
         self._decoder: msgspec.msgpack.Decoder[M] = msgspec.msgpack.Decoder(incoming)
         self._buffer = bytearray(_RECV_SIZE)
@@ -365,6 +365,9 @@ class Channel(Generic[M]):
             if not peek:
                 self.consume()
             return message
+        if self._got:  # bytes read when an exception struck: count them now
+            self._end += self._got[-1]
+            self._got.clear()
         while True:
             start = self._start
             if self._end - start >= HEADER_SIZE:
@@ -388,13 +391,16 @@ class Channel(Generic[M]):
                     return message
             if self._end == len(self._buffer):
                 self._make_room()
-            if self._careful_reads and get_ident() == _MAIN_THREAD:
-                # A KeyboardInterrupt lands after a call returns: had it been a plain
-                # recv, the bytes would be read but not counted. Peek, count, then take.
-                count = self.sock.recv_into(self._view[self._end :], 0, socket.MSG_PEEK)
-                if count:
-                    self._end += count
-                    self.sock.recv_into(self._view[self._end - count : self._end], count)
+            if self._careful_reads:
+                # A KeyboardInterrupt strikes as a call returns: the bytes of a plain
+                # ``count = recv_into(...)`` would be read but never counted. Here C code
+                # records the count with the read (list.extend over map), before any
+                # Python code could be interrupted; ``_account`` counts what is left.
+                got = self._got
+                got.extend(map(self.sock.recv_into, (self._view[self._end :],)))
+                count = got[-1]
+                self._end += count
+                got.clear()
             else:
                 count = self.sock.recv_into(self._view[self._end :])
                 self._end += count
