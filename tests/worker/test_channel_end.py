@@ -63,6 +63,23 @@ ENDINGS = """
             sleeper.start()
             return sleeper.pid
 
+        @handler("exec_child")
+        def exec_child(self, ctx, req):
+            import subprocess
+            child = subprocess.Popen(
+                [sys.executable, "-c", "import time; time.sleep(120)"], close_fds=False
+            )
+            channel = f"socket:[{os.fstat(channel_fd()).st_ino}]"
+            held = []
+            for fd in os.listdir(f"/proc/{child.pid}/fd"):
+                try:
+                    held.append(os.readlink(f"/proc/{child.pid}/fd/{fd}"))
+                except OSError:
+                    pass
+            child.kill()
+            child.wait()
+            return channel in held
+
         @handler("hang_up")
         def hang_up(self, ctx, req):
             # The host sees the channel end, but the process lives on for a while.
@@ -147,3 +164,10 @@ def test_a_killed_worker_whose_multiprocessing_child_lives_on_is_noticed(
                 plugin.call("echo", 1)
         finally:
             _kill(sleeper)
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc")
+def test_a_plugin_subprocess_does_not_inherit_the_channel(endings: Path) -> None:
+    """The channel is close-on-exec: even ``close_fds=False`` does not pass it on."""
+    with plugbridge.load(endings, isolation="process") as plugin:
+        assert plugin.call("exec_child") is False
