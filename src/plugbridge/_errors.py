@@ -137,7 +137,7 @@ def seconds(value: float | None) -> str:
     """A duration as people write it: ``2s``, ``0.25s`` (never ``1.9999838759999875s``)."""
     if value is None:
         return "no limit"
-    return f"{round(value, 3):g}s"
+    return f"{value:.4g}s" if value < 1000 else f"{value:,.0f}s"
 
 
 def call_timed_out(type_tag: str, timeout: float | None) -> Timeout:

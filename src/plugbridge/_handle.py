@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import math
 import threading
 import time
 from types import TracebackType
@@ -11,7 +10,7 @@ from typing import Any
 
 from ._calls.limiter import ONE_SLOT, ConcurrencyLimiter
 from ._config import PluginConfig, checked_seconds
-from ._errors import InvalidState, PluginError, SerializationError, Timeout
+from ._errors import InitializationFailed, InvalidState, PluginError, SerializationError, Timeout
 from ._levels import LogLevel, parse_level
 from ._lifecycle import LifecycleState
 from ._logsink import LogSink
@@ -181,9 +180,14 @@ class PluginHandle:
         with self._swap_lock:
             if self._closed:
                 raise InvalidState("cannot reload a plugin handle that was shut down")
+            if limit == 0.0:
+                raise InitializationFailed(
+                    "reload needs time to start the new instance (timeout=0); nothing changed"
+                )
             now = time.monotonic()
             deadline = None if limit is None else now + limit
-            fresh = self._factory(now + min(self._config.start_timeout, limit or math.inf))
+            start_within = self._config.start_timeout if limit is None else limit
+            fresh = self._factory(now + min(self._config.start_timeout, start_within))
             fresh.set_log_level(self._sink.level)
             old, self._transport = self._transport, fresh
             stop_within = self._config.shutdown_timeout
@@ -246,7 +250,10 @@ def _json_bytes(request_json: object) -> bytes:
         except UnicodeEncodeError as exc:
             raise SerializationError(f"request is not valid JSON text: {exc}") from None
     if isinstance(request_json, bytes | bytearray | memoryview):
-        return bytes(request_json)
+        try:
+            return bytes(request_json)
+        except (ValueError, TypeError) as exc:  # a released view, a view bytes() refuses
+            raise SerializationError(f"call_json cannot read its request: {exc}") from None
     raise SerializationError(
         f"call_json needs JSON as str or bytes, not {type(request_json).__name__}"
     )

@@ -179,3 +179,33 @@ def test_every_refusal_and_every_failure_gives_its_slot_back(
         assert wait_until(lambda: p.in_flight == 0)
         assert p.call("sync") == 1
         assert p.rejected_request_count == 0
+
+
+def test_reload_with_a_zero_timeout_changes_nothing(counting: Path, isolation: str) -> None:
+    with plugbridge.load(counting, isolation=isolation) as plugin:
+        assert plugin.call("sync") == 1
+        with pytest.raises(plugbridge.InitializationFailed, match="timeout=0"):
+            plugin.reload(timeout=0)
+        assert plugin.call("sync") == 2  # the same instance (its counter went on)
+
+
+def test_call_json_with_a_released_view_is_a_serialization_error(
+    counting: Path, isolation: str
+) -> None:
+    with plugbridge.load(counting, isolation=isolation) as plugin:
+        view = memoryview(b"null")
+        view.release()
+        with pytest.raises(plugbridge.SerializationError, match="released"):
+            plugin.call_json("sync", view)
+        with pytest.raises(plugbridge.SerializationError, match="surrogate"):
+            plugin.call_json("sync", '"\ud800"')
+        assert plugin.in_flight == 0
+        assert plugin.call("sync") == 1
+
+
+def test_durations_in_messages_read_as_people_write_them() -> None:
+    from plugbridge._errors import seconds
+
+    assert [seconds(v) for v in (1.9999838759999875, 0.25, 1e-6, 5, 1234.5)] == [
+        "2s", "0.25s", "1e-06s", "5s", "1,234s",
+    ]  # fmt: skip
