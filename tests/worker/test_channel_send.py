@@ -144,3 +144,28 @@ def test_a_call_late_before_it_is_sent_never_runs(
         assert plugin.call("mark", str(tmp_path / "last")) == str(tmp_path / "last")
         assert (tmp_path / "last").exists()
         assert not [p for p in tmp_path.iterdir() if p.name.startswith(("sync-", "async-"))]
+
+
+def test_an_async_call_does_not_hold_its_event_loop_while_the_channel_is_busy(
+    frozen: plugbridge.PluginHandle,
+) -> None:
+    import asyncio
+
+    Outcome(lambda: frozen.call("echo", BIG))  # holds the channel until shutdown
+    assert wait_until(lambda: _sending(frozen))
+    loop_free = threading.Event()
+
+    async def caller() -> None:
+        task = asyncio.create_task(frozen.acall("echo", 1))
+        await asyncio.sleep(0)  # the task runs up to its first wait
+        loop_free.set()  # reached only if that was not a blocked send
+        with contextlib.suppress(plugbridge.PluginError):
+            await task
+
+    running = Outcome(lambda: asyncio.run(caller()))
+    assert loop_free.wait(10), "acall held its event loop while waiting for the channel"
+    assert frozen.in_flight == 2
+    with contextlib.suppress(plugbridge.ShutdownFailed):
+        frozen.shutdown(timeout=2)
+    assert running.finished_within(10)
+    assert frozen.in_flight == 0

@@ -74,6 +74,9 @@ names its exit status, so it is built only once that status is known."""
 CONTROL_WAIT = 0.05
 """Seconds a control frame (``Cancel``, ``SetLevel``) waits for a busy channel before a
 background thread takes it over: the sender (maybe an event loop) is never held longer."""
+LOOP_SEND_WAIT = 0.005
+"""Seconds an ``acall`` waits for a busy channel before a background thread sends its call:
+the caller's event loop is never held longer."""
 
 _ids = itertools.count(1)
 
@@ -150,6 +153,7 @@ class WorkerSession:
         *,
         deadline: float | None,
         cancellable: bool = False,
+        patience: float | None = None,
     ) -> int:
         """Send a call and return its id; raise a ``PluginError`` (with ``release`` called
         and nothing left in flight) if it is refused or cannot be sent.
@@ -158,7 +162,8 @@ class WorkerSession:
         in flight yet. Sending waits for the channel until ``deadline`` (the call's own):
         a call none of which was written by then (or late before it could be sent) is a
         ``Timeout`` and never runs; one written in part stays in flight (the rest follows
-        in the background) and times out like any call.
+        in the background) and times out like any call. With ``patience`` (seconds) the
+        caller waits no longer than that: a background thread sends the call then.
         """
         call_id = next(_ids)
         try:
@@ -170,6 +175,7 @@ class WorkerSession:
             raise self._unsendable(exc, type_tag) from None
         entry = _Pending(completion, release)
         accepted = False
+        send_by = deadline
         try:
             with self._lock:
                 if self._accepting:
@@ -177,10 +183,19 @@ class WorkerSession:
                     accepted = True
             if not accepted:
                 raise self._refusal()
-            self.channel.send_frame(frame, deadline)
+            if patience is not None:
+                soon = time.monotonic() + patience
+                if deadline is None or soon < deadline:
+                    send_by = soon
+            self.channel.send_frame(frame, send_by)
         except SendTimeout as exc:
             if exc.started:
                 return call_id  # the worker will receive it: it times out like any call
+            if send_by is not deadline and (deadline is None or time.monotonic() < deadline):
+                self._send_later(
+                    call_id, frame, entry, deadline=deadline, type_tag=type_tag, timeout=timeout
+                )
+                return call_id
             self._pending.pop(call_id, None)
             release()  # idempotent: harmless if a sweep released it already
             raise call_timed_out(type_tag, timeout) from None
@@ -191,6 +206,34 @@ class WorkerSession:
             release()
             raise
         return call_id
+
+    def _send_later(
+        self,
+        call_id: int,
+        frame: bytes,
+        entry: _Pending,
+        *,
+        deadline: float | None,
+        type_tag: str,
+        timeout: float | None,
+    ) -> None:
+        """Send a call frame from a thread of its own (its caller may not wait)."""
+
+        def send() -> None:
+            try:
+                if not entry.completion.settled:  # else its caller gave up: it never runs
+                    self.channel.send_frame(frame, deadline)
+                    return
+            except SendTimeout as exc:
+                if exc.started:
+                    return
+                entry.completion.settle(None, call_timed_out(type_tag, timeout))
+            except OSError:
+                return  # a worker that is gone: the reader fails it with the others
+            self._pending.pop(call_id, None)
+            entry.release()
+
+        threading.Thread(target=send, name="plugbridge-send", daemon=True).start()
 
     def _unsendable(self, exc: BaseException, type_tag: object) -> BaseException:
         """What a caller sees when its call frame cannot be built."""
@@ -247,7 +290,14 @@ class WorkerSession:
         completion = LoopCompletion(self._caller_loops.get(asyncio.get_running_loop()))
         deadline = None if timeout is None else time.monotonic() + timeout
         call_id = self.submit(
-            type_tag, payload, timeout, release, completion, deadline=deadline, cancellable=True
+            type_tag,
+            payload,
+            timeout,
+            release,
+            completion,
+            deadline=deadline,
+            cancellable=True,
+            patience=LOOP_SEND_WAIT,
         )
         completion.on_abandon = lambda: self._send_control(Cancel(call_id))
         self._turn.wake()  # only the reader thread reads for asyncio callers
@@ -268,12 +318,15 @@ class WorkerSession:
         except SendTimeout as exc:
             if not exc.started:
                 threading.Thread(
-                    target=self._send_later, args=(frame,), name="plugbridge-send", daemon=True
+                    target=self._send_control_later,
+                    args=(frame,),
+                    name="plugbridge-send",
+                    daemon=True,
                 ).start()
         except OSError:
             pass  # a worker that is gone is handled by the reader
 
-    def _send_later(self, frame: bytes) -> None:
+    def _send_control_later(self, frame: bytes) -> None:
         with contextlib.suppress(OSError):
             self.channel.send_frame(frame)
 
