@@ -287,7 +287,7 @@ class Channel(Generic[M]):
             if wait == 0.0 or not lock.acquire(True, wait):
                 raise SendTimeout(started=False)  # late already, or the channel stays busy
             if self._rest is not None:
-                self._write_rest(deadline, started=False)  # an earlier frame's, first
+                self._write_rest(deadline, mine=False)  # an earlier frame's, first
             if self._closed:
                 raise BrokenPipeError("the channel is shut down")
             try:
@@ -296,26 +296,31 @@ class Channel(Generic[M]):
                 sent = 0
             if sent < len(frame):
                 self._rest = memoryview(frame)[sent:]
-                self._write_rest(deadline, started=True)
+                self._write_rest(deadline, mine=True, fresh=not sent)
             lock.release()
         except BaseException:
             if lock._is_owned():  # type: ignore[attr-defined]
                 lock.release()
             raise
 
-    def _write_rest(self, deadline: float | None, *, started: bool) -> None:
+    def _write_rest(self, deadline: float | None, *, mine: bool, fresh: bool = False) -> None:
         """With the send lock held, write ``_rest`` (the end of a frame the stream is in
-        the middle of) until ``deadline``. If it passes, or an exception such as
-        ``KeyboardInterrupt`` strikes while waiting, a background thread finishes it:
-        the stream never holds half a frame followed by another. ``SendTimeout`` then says
-        whether the caller's own frame was ``started``."""
+        the middle of) until ``deadline``; ``mine``: it is the caller's own frame, of which
+        nothing was written yet if ``fresh``.
+
+        When the deadline passes, or an exception such as ``KeyboardInterrupt`` strikes
+        while waiting, a frame of which nothing was written is dropped (the stream is
+        whole without it); any other is finished by a background thread: the stream never
+        holds half a frame followed by another. ``SendTimeout`` says whether the caller's
+        own frame was started.
+        """
         writable = select.poll()
         writable.register(self.sock.fileno(), select.POLLOUT)
         try:
             while (rest := self._rest) is not None:
                 left = _seconds_left(deadline)
                 if left == 0.0:
-                    raise SendTimeout(started=started)
+                    raise SendTimeout(started=mine and not fresh)
                 if not writable.poll(-1 if left < 0 else math.ceil(left * 1000)):
                     continue
                 if self._closed:
@@ -324,14 +329,16 @@ class Channel(Generic[M]):
                     sent = self.sock.send(rest, _NO_SIGNAL)
                 except BlockingIOError:
                     continue
+                if sent:
+                    fresh = False
                 self._rest = rest[sent:] if sent < len(rest) else None
-        except OSError as exc:
-            if not isinstance(exc, SendTimeout):
+        except BaseException as exc:
+            if isinstance(exc, OSError) and not isinstance(exc, SendTimeout):
                 raise  # broken or shut down: there is no stream to keep whole
-            self._finish_rest_later()
-            raise
-        except BaseException:
-            self._finish_rest_later()
+            if mine and fresh:
+                self._rest = None
+            elif mine:
+                self._finish_rest_later()  # an earlier frame's rest has its finisher already
             raise
 
     def _finish_rest_later(self) -> None:
@@ -343,7 +350,7 @@ class Channel(Generic[M]):
         """The background thread finishing a frame its sender left (see ``_write_rest``)."""
         with self._send_lock, contextlib.suppress(OSError):
             if self._rest is not None:
-                self._write_rest(None, started=True)
+                self._write_rest(None, mine=False)
 
     @property
     def sending(self) -> bool:
