@@ -382,9 +382,9 @@ def plugin_name(path: Path) -> str:
 
 def _tag_bytes(type_tag: str, release: Release) -> bytes:
     """The type tag as C gets it (UTF-8, NUL-terminated); else ``UnknownMessageType``."""
-    if type(type_tag) is str and "\0" not in type_tag:
+    if isinstance(type_tag, str) and "\0" not in type_tag:
         try:
-            return type_tag.encode()
+            return str.encode(type_tag)  # a str subclass is its text, as in other transports
         except UnicodeEncodeError:  # a lone surrogate: no handler can be named by it
             pass
     release()

@@ -34,6 +34,9 @@ MAX_FRAME = 1 << 30
 MAX_FRAME_ENV = "PLUGBRIDGE_MAX_FRAME"
 """Environment variable overriding ``MAX_FRAME`` (bytes), read when a channel is made."""
 HEADER_SIZE = 4
+LONGEST_POLL_MS = 3_600_000
+"""The longest single ``poll()`` wait (an hour): a longer deadline waits in several, since
+``poll`` refuses milliseconds beyond a C int (a call timeout of a day would overflow)."""
 _RECV_SIZE = 64 * 1024
 """Receive buffer size; a larger frame grows it while it is read."""
 RETAINED_BUFFER = 1 << 20
@@ -174,6 +177,12 @@ class Fatal(_Message, tag=19):
 WorkerMessage = (
     Hello | Ready | StartFailed | Result | Failure | Released | Log | Stats | Stopped | Fatal
 )
+
+
+def poll_ms(seconds: float) -> int:
+    """A wait of ``seconds`` as ``poll()`` milliseconds: rounded up, at most an hour."""
+    return min(math.ceil(seconds * 1000), LONGEST_POLL_MS)
+
 
 M = TypeVar("M")
 
@@ -321,7 +330,7 @@ class Channel(Generic[M]):
                 left = _seconds_left(deadline)
                 if left == 0.0:
                     raise SendTimeout(started=mine and not fresh)
-                if not writable.poll(-1 if left < 0 else math.ceil(left * 1000)):
+                if not writable.poll(-1 if left < 0 else poll_ms(left)):
                     continue
                 if self._closed:
                     raise BrokenPipeError("the channel is shut down")

@@ -17,7 +17,6 @@ frame (a frozen worker) still leaves at its deadline.
 
 from __future__ import annotations
 
-import math
 import select
 import threading
 import time
@@ -25,7 +24,7 @@ from collections.abc import Callable, Sized
 
 from .._calls.completion import ThreadCompletion
 from .process import WorkerProcess
-from .protocol import NOT_READY, Channel, ProtocolError, WorkerMessage, _NotReady
+from .protocol import NOT_READY, Channel, ProtocolError, WorkerMessage, _NotReady, poll_ms
 
 IDLE_GRACE = 0.005
 """Seconds the reader thread leaves the channel to sync callers after one's turn ended
@@ -68,7 +67,7 @@ class ChannelWatch:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False
-                timeout = math.ceil(left * 1000)
+                timeout = poll_ms(left)
                 if 0 <= slice_ms < timeout:
                     timeout = slice_ms
             if poller.poll(timeout) or (slice_ms >= 0 and self.worker_ended()):
