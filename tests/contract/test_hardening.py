@@ -330,8 +330,9 @@ HANGS_ON_STOP = """
             return 1
 """
 
-NOISE = re.compile(r"\d\.\d{4,}s")
-"""A duration printed with more than three decimals: float noise."""
+NOISE = re.compile(r"\d\.\d{5,}s")
+"""A duration printed with five decimals or more: float noise (``seconds()`` keeps four
+significant digits)."""
 
 
 def test_shutdown_failed_prints_durations_without_float_noise(

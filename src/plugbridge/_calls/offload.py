@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from .._errors import Cancelled, InvalidState, PluginError
+from .._errors import Cancelled, InvalidState, PluginError, PluginRuntimeError
 from .completion import Completion
-from .threadpool import DaemonThreadPool
+from .threadpool import DaemonThreadPool, PoolClosed
 
 
 class Offload:
@@ -60,11 +60,14 @@ class Offload:
 
         try:
             self.pool.submit(job)
-        except RuntimeError:
+        except RuntimeError as exc:  # PoolClosed, or no thread could be started
             self.pending.discard(completion)
             if begin is None:
                 done()
-            completion.settle(None, InvalidState("plugin is shutting down"))
+            if isinstance(exc, PoolClosed):
+                completion.settle(None, InvalidState("plugin is shutting down"))
+            else:
+                completion.settle(None, PluginRuntimeError(f"cannot run the call: {exc}"))
 
     def cancel_all(self) -> None:
         """Give up on every pending call: its caller gets ``Cancelled`` now."""

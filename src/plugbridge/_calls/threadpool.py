@@ -19,6 +19,10 @@ Job = Callable[[], None]
 T = TypeVar("T")
 
 
+class PoolClosed(RuntimeError):
+    """``submit`` after ``shutdown``."""
+
+
 class DaemonThreadPool:
     """Runs jobs (which handle their own exceptions) on up to ``max_threads`` threads."""
 
@@ -32,23 +36,45 @@ class DaemonThreadPool:
         self._closed = False
 
     def submit(self, job: Job) -> None:
+        thread: threading.Thread | None = None
         with self._lock:
             if self._closed:
-                raise RuntimeError("pool is shut down")
+                raise PoolClosed("pool is shut down")
             if self._idle == 0 and len(self._threads) < self._max:
                 thread = threading.Thread(
                     target=self._work, name=f"{self._name}-{len(self._threads)}", daemon=True
                 )
                 self._threads.append(thread)
-                thread.start()
             else:
                 self._idle -= 1
+        if thread is not None:
+            self._start(thread)
         self._jobs.put(job)
+
+    def _start(self, thread: threading.Thread) -> None:
+        """Start a new thread; forget it if it did not start.
+
+        ``Thread.start`` waits on a Condition whose ``__enter__`` is Python code: an
+        interrupt landing there can leave the new thread stuck before it runs. Such a
+        thread must not count as one of the pool's.
+        """
+        try:
+            thread.start()
+        except BaseException as exc:
+            with self._lock:
+                if not thread.is_alive() and thread in self._threads:
+                    self._threads.remove(thread)
+            if isinstance(exc.__context__, KeyboardInterrupt):
+                # The Condition's bookkeeping failed while a KeyboardInterrupt unwound it:
+                # what the caller must see is the interrupt, not a "lock" RuntimeError.
+                raise exc.__context__ from None
+            raise
 
     def _work(self) -> None:
         while True:
             job = self._jobs.get()
             if job is None:
+                self._jobs.put(None)  # passed on: one stop ends every thread, counted or not
                 return
             job()
             del job  # an idle thread must not keep its last job's objects alive
@@ -61,11 +87,10 @@ class DaemonThreadPool:
         with self._lock:
             self._closed = True
             threads = list(self._threads)
-        for _ in threads:
-            self._jobs.put(None)
+        self._jobs.put(None)  # after every job already queued
         for thread in threads:
-            if thread.ident is None:
-                continue  # never started (an interrupt landed in ``start``)
+            if not thread.is_alive():
+                continue  # ended, or never started (an interrupt landed in ``start``)
             thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
         return not any(t.is_alive() for t in threads)
 
@@ -100,7 +125,7 @@ class DaemonExecutor(concurrent.futures.ThreadPoolExecutor):
             else:
                 future.set_result(result)
 
-        self._pool.submit(job)  # RuntimeError once shut down, as the base class
+        self._pool.submit(job)  # PoolClosed (a RuntimeError) once shut down, as the base class
         return future
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:

@@ -303,7 +303,12 @@ class InProcessTransport(Transport):
             self._start_work(route, route.request_from_object(request), completion, release, False)
             return await completion.result(timeout, lambda: call_timed_out(route.type_tag, timeout))
         except BaseException:
-            self._withdraw(completion, release)
+            try:  # first, and one builtin: the reservation is taken back, or it was claimed
+                self._unreserve(completion)
+            except KeyError:
+                self._stop_waiting(completion)
+            else:
+                self._withdrawn(completion, release)
             raise
 
     def _run_inline(self, route: Route, value: Any, release: Release) -> Any:
@@ -356,20 +361,25 @@ class InProcessTransport(Transport):
             self._start_work(route, value, completion, release, is_json)
             return completion.result(timeout, lambda: call_timed_out(route.type_tag, timeout))
         except BaseException:
-            self._withdraw(completion, release)
+            try:  # first, and one builtin: the reservation is taken back, or it was claimed
+                self._unreserve(completion)
+            except KeyError:
+                self._stop_waiting(completion)
+            else:
+                self._withdrawn(completion, release)
             raise
 
-    def _withdraw(self, completion: Completion, release: Release) -> None:
-        """The caller leaves with an exception: end the call, unless its work has begun."""
-        try:
-            self._unreserve(completion)
-        except KeyError:  # the work has begun: it releases when it ends; stop waiting for it
-            completion.give_up(Cancelled("call cancelled: its caller stopped waiting"))
-        else:
-            release()
-            if self._offload is not None:
-                self._offload.pending.discard(completion)
-            self._gate.after_depart()
+    def _withdrawn(self, completion: Completion, release: Release) -> None:
+        """The caller took its call back before the work began: the call ends here."""
+        release()
+        if self._offload is not None:
+            self._offload.pending.discard(completion)
+        self._gate.after_depart()
+
+    @staticmethod
+    def _stop_waiting(completion: Completion) -> None:
+        """The caller leaves while the work runs: the work releases when it ends."""
+        completion.give_up(Cancelled("call cancelled: its caller stopped waiting"))
 
     def _start_work(
         self, route: Route, value: Any, completion: Completion, release: Release, is_json: bool
