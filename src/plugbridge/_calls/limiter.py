@@ -27,7 +27,6 @@ ONE_SLOT = (None,)
 """What a release iterates over: one slot, handed back at most once."""
 
 
-
 def _nothing_to_release() -> None:
     return None
 
