@@ -227,3 +227,25 @@ def test_durations_in_messages_read_as_people_write_them() -> None:
     assert [seconds(v) for v in (1.9999838759999875, 0.25, 1e-6, 5, 1234.5)] == [
         "2s", "0.25s", "1e-06s", "5s", "1,234s",
     ]  # fmt: skip
+
+
+def test_a_tag_with_no_utf8_form_reaches_no_raw_handler(
+    write_plugin: Callable[..., Path], isolation: str
+) -> None:
+    source = write_plugin(
+        """
+        from plugbridge import Plugin
+
+        class Raw(Plugin):
+            name = "raw"
+
+            def handle_request(self, ctx, type_tag, payload):
+                return b'"' + type_tag.encode("utf-8", "backslashreplace") + b'"'
+        """,
+        "raw_tags.py",
+    )
+    with plugbridge.load(source, isolation=isolation) as plugin:
+        with pytest.raises(plugbridge.UnknownMessageType):
+            plugin.call("ec\ud800ho")
+        assert plugin.call("écho") == "écho"
+        assert plugin.in_flight == 0

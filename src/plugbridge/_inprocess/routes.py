@@ -179,8 +179,8 @@ class RouteTable:
 
     def get(self, type_tag: str) -> Route | None:
         route = self.routes.get(type_tag)
-        if route is None and self.raw and isinstance(type_tag, str):
-            route = RawRoute(type_tag, self._plugin)
+        if route is None and self.raw and isinstance(type_tag, str) and _has_utf8(type_tag):
+            route = RawRoute(str(type_tag), self._plugin)
             if len(self.routes) < _RAW_ROUTE_CACHE:
                 self.routes[type_tag] = route
         return route
@@ -188,6 +188,18 @@ class RouteTable:
     def clear(self) -> None:
         self.routes.clear()
         self._plugin = None  # type: ignore[assignment]
+
+
+def _has_utf8(type_tag: str) -> bool:
+    """Whether a tag has a UTF-8 form: one with a lone surrogate names no handler in any
+    transport (it could not cross to a worker or a library), so none reaches raw dispatch."""
+    if type_tag.isascii():
+        return True
+    try:
+        type_tag.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _request_annotation(method: Callable[..., Any], tag: str) -> Any:
