@@ -27,7 +27,7 @@ from ._logsink import LogCallback
 from ._plugin import Plugin, PluginContext, handler
 from ._transport import PluginMetadata
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "Cancelled",
