@@ -10,13 +10,20 @@ buffer, and ``shutdown`` must find the library idle and unmap it at once.
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
 import pytest
 
+import plugbridge
+from plugbridge import LifecycleState
+from plugbridge._native.library import mapped_count, wait_for_unmapping
+
+from ..conftest import LogCapture, wait_until
 from .build import build_hello_c
 
 
@@ -106,3 +113,35 @@ def test_interrupt_storm_on_the_native_fast_path(hello_c: Path, tmp_path: Path) 
     assert report["state"] == "STOPPED", report
     assert report["mapped_after_shutdown"] == 0, report
     assert report["outstanding"] == 0, report  # every response buffer was freed
+
+
+class Interrupted(BaseException):
+    """Stands for the KeyboardInterrupt a Ctrl-C would raise (pytest's own is left alone)."""
+
+
+def test_an_interrupted_shutdown_still_tears_the_instance_down(hello_c: Path) -> None:
+    threads, mapped = threading.active_count(), mapped_count()
+    capture = LogCapture()
+    config = {"shutdown_timeout": 20, "data": {"shutdown_sleep_ms": 600}}
+    plugin = plugbridge.load(hello_c, config=config, log_callback=capture)
+    plugin.call("echo", {"message": "x"}, timeout=5)  # a thread in the call pool
+    transport = plugin._transport
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise Interrupted
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.1)  # lands while plugin_shutdown sleeps
+        with pytest.raises(Interrupted):
+            transport.shutdown(20)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert transport.state is LifecycleState.FAILED  # not left STOPPING
+    transport.shutdown(20)  # done once: nothing runs again
+    # The copy is unmapped once plugin_shutdown returns; its late record is dropped.
+    assert wait_for_unmapping(mapped, 10)
+    assert "HelloPlugin (C) stopped" not in capture.messages()
+    # The call pool was stopped all the same.
+    assert wait_until(lambda: threading.active_count() <= threads)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import gc
 import os
+import re
 import shutil
+import textwrap
 import threading
 from pathlib import Path
 
@@ -116,7 +118,10 @@ def test_hung_plugin_shutdown_is_abandoned_on_time(hello_c: Path, isolation: str
     with pytest.raises(plugbridge.ShutdownFailed) as failed:
         plugin.shutdown()
     if isolation == "inprocess":
-        assert "plugin_shutdown did not return" in failed.value.message
+        assert failed.value.message == (
+            "plugin 'hello_c': plugin_shutdown did not finish within the shutdown timeout"
+            " (0.3s); the library stays mapped until it does"
+        )
     seen = len(capture.records)
     assert plugin.state is LifecycleState.FAILED
     if isolation == "inprocess":
@@ -180,3 +185,50 @@ def test_old_instance_is_silent_after_a_reload_even_if_its_shutdown_hangs(
     assert "HelloPlugin (C) stopped" not in capture.messages()
     with pytest.raises(plugbridge.ShutdownFailed):
         plugin.shutdown()
+
+
+HANGS_IN_ON_STOP = """
+    import os, time
+    from plugbridge import Plugin
+
+    class Hangs(Plugin):
+        name = "x"
+
+        def on_stop(self, ctx):
+            while not os.path.exists({release!r}):  # hangs until the test lets it go
+                time.sleep(0.01)
+"""
+
+LATE_STOP = re.compile(
+    r"plugin '(?P<name>[^']+)': (?P<hook>\w+) did not finish within the shutdown timeout"
+    r" \((?P<timeout>[0-9.]+s)\)(?P<rest>.*)"
+)
+
+
+def test_a_hung_stop_hook_reads_the_same_in_process_and_native(
+    hello_c: Path, tmp_path: Path
+) -> None:
+    """One failure, one wording: a Python on_stop and a C plugin_shutdown that hang."""
+    source, release = tmp_path / "hangs_in_on_stop.py", tmp_path / "release"
+    source.write_text(textwrap.dedent(HANGS_IN_ON_STOP.format(release=str(release))))
+    python = plugbridge.load(source, config={"shutdown_timeout": 0.3})
+    native = plugbridge.load(
+        hello_c, config={"shutdown_timeout": 0.3, "data": {"shutdown_sleep_ms": 1500}}
+    )
+    try:
+        with pytest.raises(plugbridge.ShutdownFailed) as python_failed:
+            python.shutdown()
+        with pytest.raises(plugbridge.ShutdownFailed) as native_failed:
+            native.shutdown()
+    finally:
+        release.touch()
+    python_late = LATE_STOP.fullmatch(python_failed.value.message)
+    native_late = LATE_STOP.fullmatch(native_failed.value.message)
+    assert python_late, python_failed.value.message
+    assert native_late, native_failed.value.message
+    assert (python_late["name"], python_late["hook"]) == ("x", "on_stop")
+    assert (native_late["name"], native_late["hook"]) == ("hello_c", "plugin_shutdown")
+    assert python_late["timeout"] == native_late["timeout"] == "0.3s"
+    # The same text but for the name, the hook and what its being late leaves behind.
+    assert python_late["rest"] == ""
+    assert native_late["rest"] == "; the library stays mapped until it does"

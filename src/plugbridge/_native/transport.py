@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from itertools import starmap as _starmap
 from pathlib import Path
 from typing import Any, TypeVar
@@ -33,6 +33,7 @@ from .._calls.completion import Completion, LoopCompletion, ThreadCompletion
 from .._calls.gate import CallGate
 from .._calls.inbox import LoopInboxes
 from .._calls.offload import Offload
+from .._calls.shutdown import LocalShutdown, hook_failed, hook_late
 from .._config import PluginConfig
 from .._errors import (
     Cancelled,
@@ -41,18 +42,16 @@ from .._errors import (
     InternalError,
     InvalidState,
     PluginError,
-    ShutdownFailed,
     UnknownMessageType,
     call_timed_out,
     describe_exception,
     not_carried_as_json,
-    seconds,
 )
 from .._levels import LogLevel
 from .._lifecycle import Lifecycle, LifecycleState
 from .._logsink import LogSink
 from .._sources import NativeSource
-from .._transport import DRAIN_SHARE, PluginMetadata, Release, Transport
+from .._transport import PluginMetadata, Release, Transport
 from .abi import Abi
 from .bounded import CallFailed, run_bounded
 from .envelope import decode_json, decode_value, take
@@ -86,7 +85,9 @@ class NativeTransport(Transport):
         )
         self._cancelled = False
         self._caller_loops = LoopInboxes()
-        self._shutdown_begun = False
+        self._shutdown = LocalShutdown(self._lifecycle, self._gate)
+        self._stop_returned = False
+        """plugin_shutdown has returned: nothing of the plugin's runs in the library now."""
         self._final_rejected = 0
         self.metadata = PluginMetadata(plugin_name(source.path), "", ())
 
@@ -213,20 +214,23 @@ class NativeTransport(Transport):
                 gate.after_depart()
 
     def shutdown(self, timeout: float) -> None:
-        if self._shutdown_begun or not self._lifecycle.try_move(LifecycleState.STOPPING):
-            return  # already stopping, stopped, or failed to stop: idempotent
-        self._shutdown_begun = True
-        start = time.monotonic()
-        deadline = start + timeout
-        self._gate.close()
-        drained = self._gate.wait_idle(start + timeout * DRAIN_SHARE)
-        if not drained:
-            self._cancelled = True
-            self._offload.cancel_all()
+        self._shutdown.run(
+            timeout,
+            what=f"plugin {self.metadata.name!r}",
+            cancel_left=self._cancel_left,
+            stop=self._stop_hook,
+            teardown=self._teardown,
+        )
+
+    def _cancel_left(self) -> None:
+        self._cancelled = True
+        self._offload.cancel_all()
+
+    def _stop_hook(self, deadline: float, timeout: float) -> Sequence[str]:
+        """Run ``plugin_shutdown`` by ``deadline``; once it has returned, teardown unmaps."""
         abi, handle = self._abi, self._handle
         assert abi is not None
         self._final_rejected = int(abi.get_rejected_count(handle))
-        problems: list[str] = []
         try:
             finished, stopped = run_bounded(
                 lambda: bool(abi.shutdown(handle)),
@@ -234,28 +238,20 @@ class NativeTransport(Transport):
                 f"plugbridge-{self.metadata.name}-shutdown",
                 late=self._late_shutdown,
             )
-        except CallFailed as failed:
-            finished, stopped = True, False
-            problems.append(f"plugin_shutdown failed: {failed.error!r}")
-        except BaseException:  # interrupted: _late_shutdown unmaps it once plugin_shutdown returns
-            self._trampoline.close()
-            self._lifecycle.move(LifecycleState.FAILED)
-            raise
+        except CallFailed as failed:  # not running (it raised, or its thread never started)
+            self._stop_returned = True
+            return [hook_failed("plugin_shutdown", f"failed: {describe_exception(failed.error)}")]
+        # Interrupted: _late_shutdown unmaps the copy once plugin_shutdown returns.
         if not finished:
-            problems.append(
-                f"plugin_shutdown did not return within the shutdown timeout"
-                f" ({seconds(timeout)}); the library stays mapped until it does"
-            )
-        elif not stopped and not problems:
-            problems.append("plugin_shutdown reported failure")
+            return [hook_late("plugin_shutdown", timeout, "the library stays mapped until it does")]
+        self._stop_returned = True
+        return [] if stopped else [hook_failed("plugin_shutdown", "reported failure")]
+
+    def _teardown(self, deadline: float, drained: bool) -> None:
         self._trampoline.close()  # no record reaches the callback once shutdown returns
-        if finished:
+        if self._stop_returned:
             self._gate.when_idle(self._unload)
         self._offload.shutdown(deadline if drained else time.monotonic())
-        if problems:
-            self._lifecycle.move(LifecycleState.FAILED)
-            raise ShutdownFailed(f"native plugin {self.metadata.name!r}: {'; '.join(problems)}")
-        self._lifecycle.move(LifecycleState.STOPPED)
 
     def _late_shutdown(self, stopped: bool | None) -> None:
         self._gate.when_idle(self._unload)
