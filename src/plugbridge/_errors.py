@@ -152,3 +152,30 @@ def not_carried_as_json(what: str, exc: BaseException) -> SerializationError:
     if isinstance(exc, RecursionError):
         return SerializationError(f"{what} is nested too deeply to be carried as JSON")
     return SerializationError(f"{what} cannot be carried as JSON: {describe_exception(exc)}")
+
+
+def not_active(plugin: str, state: str) -> InvalidState:
+    """The one ``InvalidState`` for a call reaching an instance that is not ACTIVE
+    (``plugin``: its name; ``state``: the name of the state it is in)."""
+    return InvalidState(f"plugin {plugin!r} is {state}; calls need ACTIVE")
+
+
+SHOWN_TAG_LENGTH = 100
+"""Characters of a type tag an error message shows (the rest is elided, as C plugins do)."""
+
+
+def no_handler(plugin: str, type_tag: object) -> UnknownMessageType:
+    """The one ``UnknownMessageType`` for a type tag no handler of ``plugin`` answers to: a
+    str no handler is named by (lone surrogates and NULs included), or no str at all."""
+    if not isinstance(type_tag, str):
+        return UnknownMessageType(f"type_tag must be a str, not {type(type_tag).__name__}")
+    shown = repr(str.__getitem__(type_tag, slice(SHOWN_TAG_LENGTH)))  # str's own, whatever
+    if str.__len__(type_tag) > SHOWN_TAG_LENGTH:
+        shown += "..."
+    return UnknownMessageType(f"plugin {plugin!r} has no handler for {shown}")
+
+
+def cancelled_by_shutdown() -> Cancelled:
+    """The one ``Cancelled`` for a call its instance's shutdown gave up on (while it ran,
+    or before its answer could be used)."""
+    return Cancelled("call cancelled: the plugin is shutting down")

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import textwrap
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -255,3 +257,79 @@ def test_handle_after_shutdown_is_invalid_state(hello_c: Path, isolation: str) -
     assert plugin.rejected_request_count == 0
     with pytest.raises(plugbridge.InvalidState):
         plugin.reload()
+
+
+SAME_NAME_IN_PYTHON = """
+    import os, time
+    from plugbridge import Plugin, handler
+
+    class Twin(Plugin):
+        name = "hello_c"  # the native test library's name: the messages must be equal
+
+        @handler("echo")
+        def echo(self, ctx, req):
+            return req
+
+        @handler("test.sleep")
+        def sleep(self, ctx, req):
+            while not os.path.exists({release!r}):  # runs until the test lets it go
+                time.sleep(0.01)
+            return {{}}
+"""
+
+
+def _failure(call: Callable[[], object]) -> tuple[type[BaseException], str]:
+    with pytest.raises(plugbridge.PluginError) as failed:
+        call()
+    return type(failed.value), failed.value.message
+
+
+def test_the_same_failure_reads_the_same_in_process_and_native(
+    hello_c: Path, tmp_path: Path
+) -> None:
+    """Not ACTIVE, no handler for the tag, cancelled by shutdown: one builder each."""
+    source, release = tmp_path / "twin.py", tmp_path / "release"
+    source.write_text(textwrap.dedent(SAME_NAME_IN_PYTHON.format(release=str(release))))
+    config = {"shutdown_timeout": 0.2}
+    python, native = plugbridge.load(source, config=config), plugbridge.load(hello_c, config=config)
+    try:
+        for tag in (42, None, "ec\ud800ho", "echo\0evil"):
+            in_python = _failure(lambda t=tag: python.call(t, {"message": "x"}))  # type: ignore[misc]
+            in_native = _failure(lambda t=tag: native.call(t, {"message": "x"}))  # type: ignore[misc]
+            assert in_python[0] is plugbridge.UnknownMessageType
+            assert in_native == in_python, tag
+        # A call still running when shutdown gives up on it (no timeout: inline, both).
+        cancelled: dict[str, tuple[type[BaseException], str]] = {}
+
+        def sleep(kind: str, handle: plugbridge.PluginHandle) -> None:
+            cancelled[kind] = _failure(lambda: handle.call("test.sleep", {"duration_ms": 800}))
+
+        callers = [
+            threading.Thread(target=sleep, args=("python", python)),
+            threading.Thread(target=sleep, args=("native", native)),
+        ]
+        for caller in callers:
+            caller.start()
+        assert wait_until(lambda: python.in_flight == 1 and native.in_flight == 1)
+        python.shutdown()
+        native.shutdown()
+    finally:
+        release.touch()
+        for handle in (python, native):
+            with contextlib.suppress(plugbridge.PluginError):
+                handle.shutdown()  # idempotent; here for a test that failed half-way
+    for caller in callers:
+        caller.join()
+    assert cancelled["python"][0] is plugbridge.Cancelled
+    assert cancelled["native"] == cancelled["python"]
+    # Calls after shutdown: InvalidState, the same words.
+    in_python = _failure(lambda: python.call("echo", {"message": "x"}))
+    assert in_python[0] is plugbridge.InvalidState
+    assert _failure(lambda: native.call("echo", {"message": "x"})) == in_python
+
+
+def test_a_huge_bad_type_tag_is_not_copied_into_its_error(hello_c: Path) -> None:
+    with plugbridge.load(hello_c) as plugin, pytest.raises(plugbridge.UnknownMessageType) as failed:
+        plugin.call("\ud800" * 100_000, {})
+    assert len(failed.value.message) < 1000
+    assert failed.value.message.endswith("...")

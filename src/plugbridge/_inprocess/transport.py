@@ -39,6 +39,7 @@ from .._errors import (
     PluginError,
     UnknownMessageType,
     call_timed_out,
+    cancelled_by_shutdown,
     describe_exception,
     seconds,
 )
@@ -331,7 +332,7 @@ class InProcessTransport(Transport):
             self._depart()
             release()
         if self._cancelled:
-            raise Cancelled("call cancelled: the plugin shut down while it ran")
+            raise cancelled_by_shutdown()
         return result
 
     def _hand_off(
@@ -448,7 +449,7 @@ class InProcessTransport(Transport):
                 return
             result = encode(await route.method(self._ctx, value))
         except asyncio.CancelledError:
-            error = Cancelled("call cancelled: the plugin is shutting down")
+            error = cancelled_by_shutdown()
             raise
         except PluginError as exc:
             error = exc

@@ -36,15 +36,16 @@ from .._calls.offload import Offload
 from .._calls.shutdown import LocalShutdown, hook_failed, hook_late
 from .._config import PluginConfig
 from .._errors import (
-    Cancelled,
     ConfigError,
     InitializationFailed,
     InternalError,
     InvalidState,
     PluginError,
-    UnknownMessageType,
     call_timed_out,
+    cancelled_by_shutdown,
     describe_exception,
+    no_handler,
+    not_active,
     not_carried_as_json,
 )
 from .._levels import LogLevel
@@ -265,21 +266,21 @@ class NativeTransport(Transport):
     # -- calls -------------------------------------------------------------------------
 
     def call(self, type_tag: str, request: Any, timeout: float | None, release: Release) -> Any:
-        tag = _tag_bytes(type_tag, release)
+        tag = self._tag_bytes(type_tag, release)
         payload = _request_json(request, type_tag, release)
         return self._send(tag, payload, timeout, release, decode_value)
 
     def call_json(
         self, type_tag: str, payload: bytes, timeout: float | None, release: Release
     ) -> bytes:
-        tag = _tag_bytes(type_tag, release)
+        tag = self._tag_bytes(type_tag, release)
         result: bytes = self._send(tag, payload, timeout, release, decode_json)
         return result
 
     async def acall(
         self, type_tag: str, request: Any, timeout: float | None, release: Release
     ) -> Any:
-        tag = _tag_bytes(type_tag, release)
+        tag = self._tag_bytes(type_tag, release)
         payload = _request_json(request, type_tag, release)
         if not self._gate.is_open:
             release()
@@ -321,7 +322,7 @@ class NativeTransport(Transport):
                     release()
                     gate.after_depart()
             if self._cancelled:
-                raise Cancelled("call cancelled: the plugin shut down while it ran")
+                raise cancelled_by_shutdown()
             return decode(code, data)
         if not self._gate.is_open:
             release()
@@ -356,9 +357,18 @@ class NativeTransport(Transport):
         self._offload.run(completion, work, done, _host_failure)
 
     def _not_active(self) -> InvalidState:
-        return InvalidState(
-            f"plugin {self.metadata.name!r} is {self._lifecycle.state.name}; calls need ACTIVE"
-        )
+        return not_active(self.metadata.name, self._lifecycle.state.name)
+
+    def _tag_bytes(self, type_tag: str, release: Release) -> bytes:
+        """The type tag as C gets it (UTF-8, NUL-terminated); else ``UnknownMessageType``:
+        no handler can be named by a tag with no such form."""
+        if isinstance(type_tag, str) and "\0" not in type_tag:
+            try:
+                return str.encode(type_tag)  # a str subclass is its text, as in other transports
+            except UnicodeEncodeError:  # a lone surrogate
+                pass
+        release()
+        raise no_handler(self.metadata.name, type_tag)
 
 
 def _host_failure(exc: BaseException) -> PluginError:
@@ -374,19 +384,6 @@ def plugin_name(path: Path) -> str:
             name = head
             break
     return name.removeprefix("lib") or name
-
-
-def _tag_bytes(type_tag: str, release: Release) -> bytes:
-    """The type tag as C gets it (UTF-8, NUL-terminated); else ``UnknownMessageType``."""
-    if isinstance(type_tag, str) and "\0" not in type_tag:
-        try:
-            return str.encode(type_tag)  # a str subclass is its text, as in other transports
-        except UnicodeEncodeError:  # a lone surrogate: no handler can be named by it
-            pass
-    release()
-    raise UnknownMessageType(
-        f"type tag {type_tag!r} is not a str of UTF-8 text without NUL characters"
-    )
 
 
 def _request_json(request: Any, type_tag: str, release: Release) -> bytes:
