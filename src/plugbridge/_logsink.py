@@ -13,6 +13,7 @@ import contextlib
 import contextvars
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 from ._levels import LogLevel, to_stdlib
@@ -50,6 +51,10 @@ class LogSink:
         self._dropped = 0
         self._fallback = logging.getLogger("plugbridge.plugin")
         self._callback_failed = False
+        self._close_by: float | None = None
+        """While closes wait for a busy callback: the moment they stop waiting. Shared by
+        every gate of the sink, so a shutdown closing three gates waits ``_CLOSE_WAIT`` in
+        all, not three times; cleared once a close gets the lock."""
 
     def name_plugin(self, name: str) -> None:
         """Records without a callback go to ``plugbridge.plugin.<name>``."""
@@ -127,7 +132,7 @@ class LogSink:
 
     def close(self) -> None:
         """No record reaches the callback after this returns (waits ~1 s for a running one)."""
-        if self.lock.acquire(timeout=_CLOSE_WAIT):
+        if self.acquire_for_close():
             try:
                 self.closed = True
                 self._backlog.clear()
@@ -135,6 +140,20 @@ class LogSink:
                 self.lock.release()
         else:
             self.closed = True
+
+    def acquire_for_close(self) -> bool:
+        """Take the lock to close a gate, waiting for a running callback at most until
+        ``_CLOSE_WAIT`` after the first close that had to wait (see ``_close_by``)."""
+        if self.lock.acquire(blocking=False):
+            self._close_by = None
+            return True
+        close_by = self._close_by
+        if close_by is None:
+            close_by = self._close_by = time.monotonic() + _CLOSE_WAIT
+        if self.lock.acquire(timeout=max(0.0, close_by - time.monotonic())):
+            self._close_by = None
+            return True
+        return False
 
 
 class InstanceLog:
@@ -154,11 +173,12 @@ class InstanceLog:
         return level >= self.sink.level
 
     def close(self) -> None:
-        lock = self.sink.lock
-        if lock.acquire(timeout=_CLOSE_WAIT):
+        """No record of this instance reaches the callback after this returns (see
+        ``LogSink.acquire_for_close`` for how long it waits for a running callback)."""
+        if self.sink.acquire_for_close():
             try:
                 self.open = False
             finally:
-                lock.release()
+                self.sink.lock.release()
         else:
             self.open = False
