@@ -46,6 +46,12 @@ class PluginHandle:
     # it when the plugin's work ends (late, after a timeout); any exception that is not a
     # ``PluginError`` (a ``KeyboardInterrupt`` landing between two steps, a bug) releases it
     # here — a second release is a no-op, so the two can never add up to two.
+    #
+    # The three forms spell this out instead of sharing a helper on purpose: a Python-level
+    # helper is entered through a point where CPython delivers a pending KeyboardInterrupt,
+    # *before* the slot is taken, and the caller's safety net would then give back a slot
+    # never taken. ``take`` and ``release`` are builtins, so nothing can land inside them.
+    # tests/calls/test_interrupts.py holds all three to it.
 
     def call(self, type_tag: str, request: Any = None, *, timeout: float | None = None) -> Any:
         """Send ``request`` to the handler of ``type_tag``; return its decoded response."""
