@@ -51,7 +51,7 @@ class PluginHandle:
     # helper is entered through a point where CPython delivers a pending KeyboardInterrupt,
     # *before* the slot is taken, and the caller's safety net would then give back a slot
     # never taken. ``take`` and ``release`` are builtins, so nothing can land inside them.
-    # tests/calls/test_interrupts.py holds all three to it.
+    # The interrupt storms in tests/calls/ hold them to it.
 
     def call(self, type_tag: str, request: Any = None, *, timeout: float | None = None) -> Any:
         """Send ``request`` to the handler of ``type_tag``; return its decoded response."""
