@@ -16,7 +16,7 @@ import plugbridge
 from ..conftest import HELLO, wait_until
 
 GATED = """
-    import asyncio, threading, time
+    import asyncio, os, threading, time
     from plugbridge import Plugin, handler
 
     class Gated(Plugin):
@@ -58,6 +58,12 @@ GATED = """
         @handler("finished")
         def fin(self, ctx, req):
             return self.finished
+
+        @handler("park")
+        async def park(self, ctx, req):
+            while not os.path.exists(req):  # until the test lets it go
+                await asyncio.sleep(0.01)
+            return "released"
 """
 
 
@@ -73,12 +79,11 @@ def test_limit_refuses_at_once_and_counts(gated_source: Path, isolation: str) ->
         ) as plugin,
         ThreadPoolExecutor(2) as pool,
     ):
-        running = [pool.submit(plugin.call, "sleep", 0.5) for _ in range(2)]
-        time.sleep(0.15)
-        start = time.monotonic()
+        flag = gated_source.parent / "let_go"
+        running = [pool.submit(plugin.call, "park", str(flag)) for _ in range(2)]
+        assert wait_until(lambda: plugin.in_flight == 2, timeout=30)
         with pytest.raises(plugbridge.TooManyRequests) as info:
-            plugin.call("sleep", 0)
-        assert time.monotonic() - start < 0.1  # refused, not queued
+            plugin.call("sleep", 0)  # refused while both park: not queued behind them
         assert info.value.code == 13
         assert plugin.rejected_request_count == 1
 
@@ -88,7 +93,8 @@ def test_limit_refuses_at_once_and_counts(gated_source: Path, isolation: str) ->
 
         asyncio.run(try_async())
         assert plugin.rejected_request_count == 2
-        assert [f.result() for f in running] == [0.5, 0.5]
+        flag.touch()
+        assert [f.result(timeout=30) for f in running] == ["released", "released"]
         assert plugin.call("sleep", 0) == 0  # slots are free again
 
 
