@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from .._errors import Cancelled, InvalidState, PluginError, PluginRuntimeError
+from .._errors import InvalidState, PluginError, PluginRuntimeError, cancelled_by_shutdown
 from .completion import Completion
 from .threadpool import DaemonThreadPool, PoolClosed
 
@@ -72,7 +72,7 @@ class Offload:
     def cancel_all(self) -> None:
         """Give up on every pending call: its caller gets ``Cancelled`` now."""
         for completion in list(self.pending):
-            completion.give_up(Cancelled("call cancelled: the plugin is shutting down"))
+            completion.give_up(cancelled_by_shutdown())
 
     def shutdown(self, deadline: float) -> bool:
         """Stop the pool by ``deadline``; False if a thread had to be abandoned."""

@@ -37,10 +37,11 @@ from .._errors import (
     InitializationFailed,
     InvalidState,
     PluginError,
-    UnknownMessageType,
     call_timed_out,
     cancelled_by_shutdown,
     describe_exception,
+    no_handler,
+    not_active,
     seconds,
 )
 from .._levels import LogLevel
@@ -467,18 +468,12 @@ class InProcessTransport(Transport):
         try:
             if not self._gate.is_open:
                 raise self._not_active()
-            if type(type_tag) is not str:
-                raise UnknownMessageType(f"type_tag must be a str, not {type(type_tag).__name__}")
-            raise UnknownMessageType(
-                f"plugin {self.metadata.name!r} has no handler for {type_tag!r}"
-            )
+            raise no_handler(self.metadata.name, type_tag)
         finally:
             release()
 
     def _not_active(self) -> InvalidState:
-        return InvalidState(
-            f"plugin {self.metadata.name!r} is {self._lifecycle.state.name}; calls need ACTIVE"
-        )
+        return not_active(self.metadata.name, self._lifecycle.state.name)
 
 
 if sys.version_info >= (3, 12):
