@@ -10,7 +10,14 @@ from typing import Any
 
 from ._calls.limiter import ONE_SLOT, ConcurrencyLimiter
 from ._config import PluginConfig, checked_seconds
-from ._errors import InitializationFailed, InvalidState, PluginError, SerializationError, Timeout
+from ._errors import (
+    InitializationFailed,
+    InvalidState,
+    PluginError,
+    SerializationError,
+    Timeout,
+    not_active,
+)
 from ._levels import LogLevel, parse_level
 from ._lifecycle import LifecycleState
 from ._logsink import LogSink
@@ -135,7 +142,7 @@ class PluginHandle:
         checked = checked_seconds("timeout", timeout)
         if checked == 0.0:
             if self.state is not LifecycleState.ACTIVE:
-                raise InvalidState(f"plugin is {self.state.name}; calls need ACTIVE")
+                raise not_active(self.metadata.name, self.state.name)
             raise Timeout("call exceeded its timeout of 0s (a zero timeout never runs a call)")
         return checked
 
