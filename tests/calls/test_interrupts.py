@@ -36,8 +36,10 @@ PLUGIN = """
 """
 
 STORM = """
-    import asyncio, json, signal, sys, time
+    import asyncio, faulthandler, json, signal, sys, time
     import plugbridge
+
+    faulthandler.dump_traceback_later(75, exit=True)  # a hang shows where every thread is
 
     source, isolation, tags = sys.argv[1], sys.argv[2], sys.argv[3].split(",")
     SLOTS = 4

@@ -7,12 +7,18 @@ interrupts, no frame may be lost, no lock or turn left taken, no slot kept.
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import pytest
 
 import plugbridge
 
@@ -68,3 +74,110 @@ def test_a_sigint_storm_on_the_calling_main_thread_loses_nothing(
         assert plugin.call("echo", "after the storm", timeout=5) == "after the storm"
     finally:
         plugin.shutdown(timeout=5)
+
+
+# -- an interrupt at each step, one step at a time ----------------------------------------
+
+_PLUGBRIDGE = str(Path(plugbridge.__file__).parent)
+_THREADING = threading.__file__
+
+
+def _in_scope(frame: FrameType | None) -> bool:
+    """plugbridge's own code, or ``threading``'s Python code it calls (``Condition``...)."""
+    if frame is None:
+        return False
+    name = frame.f_code.co_filename
+    return name.startswith(_PLUGBRIDGE) or name == _THREADING
+
+
+class InterruptAt:
+    """A profile hook raising ``KeyboardInterrupt`` at the ``at``-th point where CPython can
+    raise one on its own: a function's entry (``call``) and the end of a call, Python
+    (``return``) or C (``c_return``). Only points in plugbridge's frames count."""
+
+    def __init__(self, at: int) -> None:
+        self.at = at
+        self.seen = 0
+        self.struck: str | None = None
+
+    def __call__(self, frame: FrameType, event: str, arg: object) -> None:
+        if self.struck is not None or event not in ("call", "return", "c_return"):
+            return
+        if not (_in_scope(frame) or (event != "c_return" and _in_scope(frame.f_back))):
+            return
+        self.seen += 1
+        if self.seen == self.at:
+            what = getattr(arg, "__qualname__", "") if event == "c_return" else ""
+            code = frame.f_code
+            self.struck = f"{event} {what} in {code.co_name} ({code.co_filename}:{frame.f_lineno})"
+            raise KeyboardInterrupt
+
+
+def _free_elsewhere(lock: Any) -> bool:
+    """Whether another thread can take ``lock`` (within a few seconds)."""
+    taken: list[bool] = []
+
+    def take() -> None:
+        if lock.acquire(timeout=3):
+            lock.release()
+            taken.append(True)
+
+    thread = threading.Thread(target=take, daemon=True)
+    thread.start()
+    thread.join(5)
+    return bool(taken)
+
+
+CALLS: dict[str, Callable[[plugbridge.PluginHandle], Any]] = {
+    "call": lambda plugin: plugin.call("echo", "x"),
+    "call with a timeout": lambda plugin: plugin.call("echo", "x", timeout=5),
+    "call_json": lambda plugin: plugin.call_json("echo", b'"x"'),
+}
+"""Sync calls only: under ``asyncio.run`` Ctrl-C cancels the main task (asyncio's own SIGINT
+handler) instead of raising ``KeyboardInterrupt`` wherever the loop happens to be."""
+
+
+@pytest.mark.parametrize("how", sorted(CALLS))
+def test_an_interrupt_at_any_step_of_a_call_strands_nothing(
+    write_plugin: Callable[..., Path], how: str
+) -> None:
+    # Deterministic where a storm is not: the n-th call is interrupted at its n-th step,
+    # until a call has fewer steps than that. After each, nothing may stay taken (a lock
+    # held by nobody's ``with`` deadlocks the next call), and every call must leave.
+    assert threading.current_thread() is threading.main_thread()
+    call = CALLS[how]
+    plugin = plugbridge.load(write_plugin(FRAMES, name="frames.py"), isolation="process")
+    session = plugin._transport._current  # type: ignore[attr-defined]
+    turn = session._turn
+    locks = {
+        "session lock": session._lock,
+        "reading turn lock": getattr(turn, "_mutex", None) or turn._lock,
+        "send lock": session.channel._send_lock,
+    }
+    stranded: list[str] = []
+    try:
+        for at in itertools.count(1):
+            hook = InterruptAt(at)
+            sys.setprofile(hook)
+            try:
+                call(plugin)
+            except KeyboardInterrupt:
+                pass
+            finally:
+                sys.setprofile(None)
+            if hook.struck is None:
+                break  # the call had fewer steps: all were interrupted once
+            where = f"interrupted at step {at}: {hook.struck}"
+            stranded = [name for name, lock in locks.items() if not _free_elsewhere(lock)]
+            assert not stranded, f"{where}: {stranded} left held"
+            assert turn.reading is not threading.main_thread(), f"{where}: turn left taken"
+            assert wait_until(lambda: plugin.in_flight == 0 and not session._pending), (
+                f"{where}: {plugin.in_flight} in flight, {len(session._pending)} pending"
+            )
+            assert plugin.call("echo", "next", timeout=5) == "next", where
+        assert at > 20  # the hook did see the call's steps
+    finally:
+        if stranded:  # shutdown would wait for the stranded lock: end the worker
+            os.kill(session.process.pid, signal.SIGKILL)
+        else:
+            plugin.shutdown(timeout=5)

@@ -243,7 +243,8 @@ class Channel(Generic[M]):
         self._blocking = sock.getblocking()
         self._closed = False
         self._send_lock = threading.RLock()
-        """An RLock for ``_is_owned``: whoever holds it when an exception strikes can tell."""
+        """An RLock: it refuses a release by a thread that does not hold it, so a sender
+        an exception struck can release it whether or not its acquire had returned."""
         self._rest: memoryview | None = None
         """The unwritten end of the frame the stream is in the middle of (non-blocking)."""
         self._careful_reads = not self._blocking
@@ -308,8 +309,13 @@ class Channel(Generic[M]):
                 self._write_rest(deadline, mine=True, fresh=not sent)
             lock.release()
         except BaseException:
-            if lock._is_owned():  # type: ignore[attr-defined]
+            # The release is the first call (suppress() would run Python code before it): a
+            # second interrupt cannot strand the lock. An RLock refuses (RuntimeError) a
+            # thread that does not hold it.
+            try:  # noqa: SIM105
                 lock.release()
+            except RuntimeError:
+                pass
             raise
 
     def _write_rest(self, deadline: float | None, *, mine: bool, fresh: bool = False) -> None:
@@ -458,6 +464,8 @@ class Channel(Generic[M]):
     def has_frame(self) -> bool:
         """Whether receiving can answer without reading the socket (or raise at once)."""
         held = self._end - self._start
+        if self._got:  # bytes a read got when an exception struck: the next read counts them
+            held += sum(self._got)
         if held < HEADER_SIZE:
             return False
         size = int.from_bytes(self._buffer[self._start : self._start + HEADER_SIZE], "big")
@@ -531,12 +539,14 @@ class Channel(Generic[M]):
     def close(self) -> None:
         """``shutdown``, then release the socket (once no send uses it, or after a second)."""
         self.shutdown()
-        acquired = self._send_lock.acquire(timeout=CLOSE_WAIT)
         try:
+            self._send_lock.acquire(timeout=CLOSE_WAIT)
             self.sock.close()
         finally:
-            if acquired:
+            try:  # noqa: SIM105 (ours if the acquire got it: an RLock refuses others)
                 self._send_lock.release()
+            except RuntimeError:
+                pass
 
 
 def _seconds_left(deadline: float | None) -> float:

@@ -124,8 +124,12 @@ class ReadingTurn:
         self._process = process
         self._dispatch = dispatch
         self._in_flight = in_flight
-        self._lock = threading.Condition(threading.Lock())
-        """Guards the turn; the reader thread waits on it while a caller reads."""
+        self._mutex = threading.Lock()
+        """Guards the turn. Always entered as ``with self._mutex`` (a C ``__enter__``):
+        a ``Condition``'s ``__enter__`` is Python code, and a ``KeyboardInterrupt`` striking
+        as its inner acquire returns would leave the lock held outside any ``with``."""
+        self._wakeup = threading.Condition(self._mutex)
+        """On ``_mutex``, only to wait and notify: the reader thread waits while a caller reads."""
         self.reading: threading.Thread | None = None
         """The thread whose turn it is to read the channel, if any."""
         self._quiet = False
@@ -144,7 +148,7 @@ class ReadingTurn:
         """Make it ``me``'s turn to read, if its call is the only one in flight, nobody
         reads and the channel has not ended. With several in flight the reader thread reads
         for all (a reading caller would race it for every frame)."""
-        with self._lock:
+        with self._mutex:
             if self.reading is not None or self.ended or self._closed or len(self._in_flight) > 1:
                 return False
             self.reading = me
@@ -154,25 +158,25 @@ class ReadingTurn:
         """A caller's turn has ended (it reset ``reading`` itself, with one builtin call,
         so that a ``KeyboardInterrupt`` cannot leave the turn taken): the reader thread
         takes over at once if there is work, else after ``IDLE_GRACE``."""
-        with self._lock:
+        with self._mutex:
             if self._in_flight or self._channel.has_frame():
                 self._quiet = False
-                self._lock.notify()
+                self._wakeup.notify()
             elif self.reading is None:
                 self._quiet = True
 
     def wake(self) -> None:
         """The reader thread must read now (not after ``IDLE_GRACE``)."""
-        with self._lock:
+        with self._mutex:
             self._quiet = False
-            self._lock.notify()
+            self._wakeup.notify()
 
     def close(self) -> None:
         """The session is over: nobody takes the turn any more, the reader thread stops."""
-        with self._lock:
+        with self._mutex:
             self._closed = True
             self._quiet = False
-            self._lock.notify()
+            self._wakeup.notify()
 
     # -- reading -----------------------------------------------------------------------
 
@@ -211,11 +215,11 @@ class ReadingTurn:
             self._channel_ended(f"broke its channel ({exc})")
 
     def _channel_ended(self, problem: str | None) -> None:
-        with self._lock:
+        with self._mutex:
             if not self.ended:  # the first reader to see the end says why
                 self.ended = True
                 self._end_problem = problem
-            self._lock.notify()
+            self._wakeup.notify()
 
     def run(self) -> str | None:
         """The reader thread: read whenever no caller does, until the channel ends or the
@@ -223,15 +227,15 @@ class ReadingTurn:
         idle = ChannelWatch(self._channel, self._process)
         recheck = POLL_RECHECK_MS if idle.slice_ms < 0 else min(POLL_RECHECK_MS, idle.slice_ms)
         me = threading.current_thread()
-        lock = self._lock
+        mutex, wakeup = self._mutex, self._wakeup
         while True:
-            with lock:
+            with mutex:
                 while not (self.ended or self._closed):
                     if self.reading is None and not self._quiet:
                         break
                     if self.reading is None:
                         self._quiet = False  # one more grace period, unless a call comes
-                    lock.wait(IDLE_GRACE)
+                    wakeup.wait(IDLE_GRACE)
                 else:
                     return self._end_problem
                 if self._channel.has_frame():
@@ -239,12 +243,12 @@ class ReadingTurn:
             if self.reading is not me and (
                 idle.poller.poll(recheck) or (idle.slice_ms >= 0 and idle.worker_ended())
             ):
-                with lock:
+                with mutex:
                     if self.reading is None and not self.ended:
                         self.reading = me
             if self.reading is me:
                 try:
                     self.read(None, None)
                 finally:
-                    with lock:
+                    with mutex:
                         self.reading = None

@@ -192,9 +192,14 @@ class WorkerSession:
             if exc.started:
                 return call_id  # the worker will receive it: it times out like any call
             if send_by is not deadline and (deadline is None or time.monotonic() < deadline):
-                self._send_later(
-                    call_id, frame, entry, deadline=deadline, type_tag=type_tag, timeout=timeout
-                )
+                try:
+                    self._send_later(
+                        call_id, frame, entry, deadline=deadline, type_tag=type_tag, timeout=timeout
+                    )
+                except BaseException:  # interrupted: the call may never be sent
+                    self._pending.pop(call_id, None)
+                    release()
+                    raise
                 return call_id
             self._pending.pop(call_id, None)
             release()  # idempotent: harmless if a sweep released it already
