@@ -179,3 +179,13 @@ def cancelled_by_shutdown() -> Cancelled:
     """The one ``Cancelled`` for a call its instance's shutdown gave up on (while it ran,
     or before its answer could be used)."""
     return Cancelled("call cancelled: the plugin is shutting down")
+
+
+def start_limit(deadline: float | None, began: float, start_timeout: float) -> str:
+    """The limit a start deadline stood for, as messages name it: ``start_timeout``, or a
+    reload's shorter timeout when that was the binding one (``deadline`` is the handle's:
+    ``now + min(start_timeout, timeout)``, taken a moment before ``began``)."""
+    if deadline is None:
+        return seconds(None)
+    budget = deadline - began
+    return seconds(start_timeout if budget >= start_timeout - 0.05 else round(budget, 3))

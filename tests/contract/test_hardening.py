@@ -466,7 +466,6 @@ def instance_threads(name: str = "hangs_on_start") -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name.startswith(f"plugbridge-{name}-")]
 
 
-@pytest.mark.parametrize("isolation", ["inprocess"])  # process mode: the worker's own message
 @pytest.mark.parametrize("hook", ["sync", "async"])
 def test_a_hung_on_start_fails_the_load_at_the_start_deadline(
     tmp_path: Path, isolation: str, hook: str
@@ -492,7 +491,6 @@ def test_a_hung_on_start_fails_the_load_at_the_start_deadline(
     assert wait_until(lambda: instance_threads() == [], timeout=10)
 
 
-@pytest.mark.parametrize("isolation", ["inprocess"])  # process mode: the worker's own message
 @pytest.mark.parametrize("hook", ["sync", "async"])
 def test_reload_with_a_hung_on_start_is_bounded_by_its_timeout(
     tmp_path: Path, isolation: str, hook: str

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -19,6 +20,7 @@ import plugbridge
 from plugbridge import LifecycleState, LogLevel
 
 from ..conftest import LogCapture, wait_until
+from ..native.build import build_hello_c
 
 FAULTY = """
     import asyncio, ctypes, os, sys, time
@@ -369,12 +371,58 @@ def test_a_hung_on_start_fails_the_load_at_the_start_timeout(
     threads, fds = threading.active_count(), len(os.listdir("/proc/self/fd"))
     Path(plugin["data"]["marker"]).touch()
     begin = time.monotonic()
-    with pytest.raises(plugbridge.InitializationFailed, match="in time"):
+    with pytest.raises(plugbridge.InitializationFailed) as info:
         plugbridge.load(plugin["source"], config=config, isolation="process")
     assert time.monotonic() - begin < 5.0  # 1 s, not the 60 s the plugin would take
+    pid = int(Path(plugin["data"]["pidfile"]).read_text())
+    assert info.value.message == (
+        "hung_start.on_start did not finish within the start timeout (1s);"
+        f" its worker process {pid} was killed"
+    )
     assert not alive(int(Path(plugin["data"]["pidfile"]).read_text()))
     assert threading.active_count() == threads
     assert len(os.listdir("/proc/self/fd")) == fds
+
+
+def test_a_start_late_before_the_instance_has_a_name_names_the_module(
+    write_plugin: Callable[..., Path], tmp_path: Path
+) -> None:
+    release = tmp_path / "release"
+    source = write_plugin(
+        f"""
+        import os, time
+        end = time.monotonic() + 60
+        while not os.path.exists({str(release)!r}) and time.monotonic() < end:
+            time.sleep(0.01)  # the import itself hangs: no instance, no name yet
+        from plugbridge import Plugin
+
+        class Slow(Plugin):
+            name = "slow"
+        """,
+        name="slow_import.py",
+    )
+    try:
+        with pytest.raises(plugbridge.InitializationFailed) as info:
+            plugbridge.load(source, config={"start_timeout": 1}, isolation="process")
+    finally:
+        release.touch()
+    assert re.fullmatch(
+        r"worker process \d+ did not load plugin module 'slow_import' within the start"
+        r" timeout \(1s\) and was killed",
+        info.value.message,
+    ), info.value.message
+
+
+def test_a_native_init_past_the_start_deadline_names_plugin_init(tmp_path: Path) -> None:
+    library = build_hello_c(tmp_path)
+    config = {"start_timeout": 1, "data": {"init_sleep_ms": 3000}}
+    with pytest.raises(plugbridge.InitializationFailed) as info:
+        plugbridge.load(library, config=config, isolation="process")
+    assert re.fullmatch(
+        r"native plugin '\w+' did not finish plugin_init within the start timeout \(1s\);"
+        r" its worker process \d+ was killed",
+        info.value.message,
+    ), info.value.message
 
 
 def test_a_restarted_worker_gets_the_start_timeout_too(

@@ -93,7 +93,7 @@ def test_worker_refuses_another_protocol_version(tmp_path: Path) -> None:
         hello = channel.receive()
         assert isinstance(hello, Hello) and hello.protocol == PROTOCOL_VERSION
         source = PythonPlugin(str(tmp_path), "nothing", None)
-        channel.send(Start(PROTOCOL_VERSION + 1, source, {}, [], None))
+        channel.send(Start(PROTOCOL_VERSION + 1, source, {}, []))
         answer = channel.receive()
         assert isinstance(answer, StartFailed)
         assert f"protocol {PROTOCOL_VERSION + 1}" in answer.message

@@ -18,7 +18,6 @@ import os
 import signal
 import socket
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
@@ -35,6 +34,7 @@ from .protocol import (
     Channel,
     HostMessage,
     Log,
+    Named,
     NativePlugin,
     ProtocolError,
     Ready,
@@ -113,16 +113,11 @@ def _start(channel: Channel[HostMessage], start: Start) -> tuple[Transport, LogS
     for entry in start.sys_path:
         if entry not in sys.path:
             sys.path.append(entry)
-    deadline = None if start.start_timeout is None else time.monotonic() + start.start_timeout
-
-    def forward(level: LogLevel, target: str, message: str) -> None:
-        send(channel, Log(int(level), target, message))
-
     try:
         config = PluginConfig.coerce(start.config)
-        sink = LogSink(forward, config.log_level)
+        sink = WorkerSink(channel, config.log_level)
         logging.lastResort = UnclaimedRecords(sink.instance_log())
-        transport = start_local(_source(start), config, sink, deadline)
+        transport = start_local(_source(start), config, sink, None)  # the host's deadline
     except PluginError as exc:
         send(channel, StartFailed(int(exc.code), exc.message))
         exit_now(0)
@@ -132,6 +127,23 @@ def _start(channel: Channel[HostMessage], start: Start) -> tuple[Transport, LogS
     meta = transport.metadata
     send(channel, Ready(meta.name, meta.version, list(meta.type_tags)))
     return transport, sink
+
+
+class WorkerSink(LogSink):
+    """The worker's sink: records go to the host as ``Log`` frames, and the instance's name
+    as a ``Named`` frame as soon as it has one (before its start hook runs), so that the
+    host can name a start that misses its deadline."""
+
+    def __init__(self, channel: Channel[HostMessage], level: LogLevel) -> None:
+        def forward(level: LogLevel, target: str, message: str) -> None:
+            send(channel, Log(int(level), target, message))
+
+        super().__init__(forward, level)
+        self._channel = channel
+
+    def name_plugin(self, name: str) -> None:
+        super().name_plugin(name)
+        send(self._channel, Named(name))
 
 
 class UnclaimedRecords(logging.Handler):

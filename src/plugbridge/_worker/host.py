@@ -25,6 +25,7 @@ from .._errors import (
     ShutdownFailed,
     UnknownMessageType,
     not_carried_as_json,
+    start_limit,
 )
 from .._json import decode_json, encode_unchecked
 from .._levels import LogLevel
@@ -68,8 +69,9 @@ class WorkerTransport(Transport):
         return transport
 
     def _launch(self, deadline: float | None) -> WorkerSession:
+        limit = start_limit(deadline, time.monotonic(), self._config.start_timeout)
         session = WorkerSession.launch(
-            self._source, self._config, self._sink, deadline, self._on_crash
+            self._source, self._config, self._sink, deadline, self._on_crash, limit=limit
         )
         self.metadata = session.metadata
         return session

@@ -14,7 +14,6 @@ import os
 import site
 import socket
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +34,7 @@ from .protocol import (
     Fatal,
     Hello,
     Log,
+    Named,
     NativePlugin,
     ProtocolError,
     PythonPlugin,
@@ -44,9 +44,6 @@ from .protocol import (
     WorkerMessage,
 )
 from .reading import ChannelWatch
-
-START_MARGIN = 0.05
-"""Seconds of a start deadline kept by the host to receive the worker's answer."""
 
 
 @dataclasses.dataclass(slots=True)
@@ -65,15 +62,20 @@ class StartedWorker:
 
 
 def start_worker(
-    source: Source, config: PluginConfig, sink: LogSink, deadline: float | None
+    source: Source,
+    config: PluginConfig,
+    sink: LogSink,
+    deadline: float | None,
+    *,
+    limit: str = "",
 ) -> StartedWorker:
-    """Start a worker and its instance; ``InitializationFailed`` (nothing left) if not."""
+    """Start a worker and its instance; ``InitializationFailed`` (nothing left) if not.
+
+    ``deadline`` (monotonic) is the host's alone: a worker that has not answered ``Ready``
+    by then is killed (``limit``: the timeout it stands for, as messages name it).
+    """
     start = Start(
-        PROTOCOL_VERSION,
-        _wire_source(source),
-        _wire_config(config, sink.level),
-        list(sys.path),
-        None if deadline is None else max(0.0, deadline - time.monotonic() - START_MARGIN),
+        PROTOCOL_VERSION, _wire_source(source), _wire_config(config, sink.level), list(sys.path)
     )
     try:
         msgspec.msgpack.encode(start)
@@ -98,7 +100,7 @@ def start_worker(
         pump = OutputPump(
             process.stdout_fd, process.stderr_fd, log, f"plugbridge-worker-{process.pid}"
         )
-        ready = _handshake(process, channel, log, start, deadline)
+        ready = _handshake(process, channel, log, start, deadline, late=_Late(source, limit))
         sink.name_plugin(ready.name)
         metadata = PluginMetadata(ready.name, ready.version, tuple(ready.type_tags))
         return StartedWorker(process, channel, log, pump, metadata)
@@ -107,12 +109,41 @@ def start_worker(
         raise
 
 
+@dataclasses.dataclass(slots=True)
+class _Late:
+    """What a start that misses its deadline says."""
+
+    source: Source
+    limit: str
+    name: str | None = None
+    """The instance's name, once the worker has sent it (``Named``)."""
+
+    def failure(self, pid: int) -> InitializationFailed:
+        within = f"within the start timeout ({self.limit})"
+        if self.name is not None and isinstance(self.source, NativeSource):
+            what = f"native plugin {self.name!r} did not finish plugin_init {within}"
+        elif self.name is not None:
+            what = f"{self.name}.on_start did not finish {within}"
+        else:  # still importing (or the interpreter still starting)
+            loading = (
+                f"native library {self.source.path.name!r}"
+                if isinstance(self.source, NativeSource)
+                else f"plugin module {self.source.module!r}"
+            )
+            return InitializationFailed(
+                f"worker process {pid} did not load {loading} {within} and was killed"
+            )
+        return InitializationFailed(f"{what}; its worker process {pid} was killed")
+
+
 def _handshake(
     process: WorkerProcess,
     channel: Channel[WorkerMessage],
     log: InstanceLog,
     start: Start,
     deadline: float | None,
+    *,
+    late: _Late,
 ) -> Ready:
     watch = ChannelWatch(channel, process)
     try:
@@ -128,6 +159,8 @@ def _handshake(
             message = _receive_until(watch, deadline)
             if isinstance(message, Log):
                 log_record(log, message)
+            elif isinstance(message, Named):
+                late.name = message.name
             elif isinstance(message, Ready):
                 return message
             elif isinstance(message, StartFailed):
@@ -137,9 +170,7 @@ def _handshake(
             else:
                 raise ProtocolError(f"unexpected {type(message).__name__} during start")
     except TimeoutError:
-        raise InitializationFailed(
-            f"worker process {process.pid} did not start the plugin in time"
-        ) from None
+        raise late.failure(process.pid) from None
     except ProtocolError as exc:
         raise InitializationFailed(f"worker protocol error during start: {exc}") from None
     except OSError as exc:

@@ -28,7 +28,7 @@ from typing import Any, Final, Generic, TypeVar
 
 import msgspec
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 MAX_FRAME = 1 << 30
 """Default limit on a frame's body (1 GiB): a larger length prefix is garbage, not a frame."""
 MAX_FRAME_ENV = "PLUGBRIDGE_MAX_FRAME"
@@ -68,13 +68,13 @@ class NativePlugin(_Message, tag="native"):
 
 
 class Start(_Message, tag=1):
-    """Build the plugin instance; answered by ``Ready`` or ``StartFailed``."""
+    """Build the plugin instance; answered by ``Ready`` or ``StartFailed``. The start has
+    no deadline in the worker: the host kills a worker that misses its own."""
 
     protocol: int
     source: PythonPlugin | NativePlugin
     config: dict[str, Any]
     sys_path: list[str]
-    start_timeout: float | None
 
 
 class Call(_Message, tag=2):
@@ -118,6 +118,12 @@ HostMessage = Start | Call | SetLevel | Stop | Cancel
 class Hello(_Message, tag=10):
     protocol: int
     pid: int
+
+
+class Named(_Message, tag=20):
+    """The instance being started has this name (sent before its start hook runs)."""
+
+    name: str
 
 
 class Ready(_Message, tag=11):
@@ -175,7 +181,17 @@ class Fatal(_Message, tag=19):
 
 
 WorkerMessage = (
-    Hello | Ready | StartFailed | Result | Failure | Released | Log | Stats | Stopped | Fatal
+    Hello
+    | Named
+    | Ready
+    | StartFailed
+    | Result
+    | Failure
+    | Released
+    | Log
+    | Stats
+    | Stopped
+    | Fatal
 )
 
 

@@ -128,9 +128,12 @@ class WorkerSession:
         sink: LogSink,
         deadline: float | None,
         on_crash: Callable[[WorkerSession], None],
+        *,
+        limit: str = "",
     ) -> WorkerSession:
-        """Start a worker and its instance; ``InitializationFailed`` (nothing left) if not."""
-        started = start_worker(source, config, sink, deadline)
+        """Start a worker and its instance; ``InitializationFailed`` (nothing left) if not.
+        ``limit``: the timeout ``deadline`` stands for, as messages name it."""
+        started = start_worker(source, config, sink, deadline, limit=limit)
         try:
             return cls(started, on_crash)
         except BaseException:
