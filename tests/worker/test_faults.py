@@ -459,3 +459,67 @@ def test_an_acall_cancelled_before_its_task_starts_gives_its_slot_back(faulty: P
             with pytest.raises(plugbridge.Timeout):
                 asyncio.run(plugin.acall("echo", 1, timeout=1e-9))
             assert wait_until(lambda: _echo_ok(plugin))
+
+
+# -- a call's slot is back before its caller has its answer -----------------------------------
+
+
+class SlowRelease:
+    """A transport ``release`` that takes a while: a caller answered before it has ended
+    would find its slot still taken (``in_flight`` not yet down)."""
+
+    def __init__(self) -> None:
+        self.ended = threading.Event()
+
+    def __call__(self) -> None:
+        time.sleep(0.3)  # not a wait for anything: the window a wrong order would show
+        self.ended.set()
+
+
+def test_an_answered_acall_has_given_its_slot_back(faulty: Path) -> None:
+    import asyncio
+
+    with plugbridge.load(faulty, isolation="process") as plugin:
+        session = plugin._transport._current  # type: ignore[attr-defined]
+        release = SlowRelease()
+        assert asyncio.run(session.acall("echo", b'"x"', None, release)) == b'"x"'
+        assert release.ended.is_set()
+
+
+def test_calls_failed_by_a_crash_have_given_their_slots_back(faulty: Path) -> None:
+    plugin = plugbridge.load(faulty, isolation="process")
+    session = plugin._transport._current  # type: ignore[attr-defined]
+    release = SlowRelease()
+    with pytest.raises(plugbridge.PluginCrashed):
+        session.call("exit", b"1", None, release)
+    assert release.ended.is_set()
+    plugin.shutdown()
+
+
+def test_calls_cancelled_by_shutdown_have_given_their_slots_back(faulty: Path) -> None:
+    # A worker that ignores Stop (it is frozen) is ended; the calls it still had are
+    # cancelled by the host.
+    plugin = plugbridge.load(faulty, isolation="process")
+    session = plugin._transport._current  # type: ignore[attr-defined]
+    pid = plugin.call("pid")
+    release = SlowRelease()
+    outcome: list[tuple[type[BaseException], bool]] = []
+
+    def call() -> None:
+        try:
+            session.call("spin", b"60", None, release)
+        except BaseException as exc:
+            outcome.append((type(exc), release.ended.is_set()))  # as its caller sees it
+
+    caller = threading.Thread(target=call)
+    caller.start()
+    assert wait_until(lambda: len(session._pending) == 1)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        with pytest.raises(plugbridge.ShutdownFailed):
+            plugin.shutdown(timeout=1)
+    finally:
+        if alive(pid):
+            os.kill(pid, signal.SIGCONT)
+    caller.join(10)
+    assert outcome == [(plugbridge.Cancelled, True)]

@@ -18,12 +18,12 @@ from typing import Any
 
 from .._config import PluginConfig
 from .._errors import (
-    InvalidState,
     PluginCrashed,
     PluginError,
     SerializationError,
     ShutdownFailed,
-    UnknownMessageType,
+    no_handler,
+    not_active,
     not_carried_as_json,
     start_limit,
 )
@@ -142,13 +142,11 @@ class WorkerTransport(Transport):
         """A type tag that is not plain ASCII ``str``, as it crosses the channel (a plain
         ``str``); ``UnknownMessageType`` if it cannot cross: no handler can have it."""
         if not isinstance(type_tag, str):
-            raise UnknownMessageType(f"type_tag must be a str, not {type(type_tag).__name__}")
+            raise no_handler(self.metadata.name, type_tag)
         try:
             type_tag.encode()
         except UnicodeEncodeError:  # a lone surrogate: not text any plugin can declare
-            raise UnknownMessageType(
-                f"plugin {self.metadata.name!r} has no handler for {type_tag!r}"
-            ) from None
+            raise no_handler(self.metadata.name, type_tag) from None
         return str.__str__(type_tag)
 
     def _refusal(self, session: WorkerSession, type_tag: object, exc: Exception) -> Exception:
@@ -158,7 +156,7 @@ class WorkerTransport(Transport):
         if state is not LifecycleState.ACTIVE:
             if session.crash is not None:
                 return PluginCrashed(session.crash.message)
-            return InvalidState(f"plugin {self.metadata.name!r} is {state.name}; calls need ACTIVE")
+            return not_active(self.metadata.name, state.name)
         if isinstance(exc, PluginError):
             return exc
         return not_carried_as_json(f"request for {type_tag!r}", exc)

@@ -25,16 +25,17 @@ from .._calls.completion import Completion, LoopCompletion, ThreadCompletion
 from .._calls.inbox import LoopInboxes
 from .._config import PluginConfig
 from .._errors import (
-    Cancelled,
     InternalError,
     InvalidState,
     PluginCrashed,
     PluginError,
     SerializationError,
-    UnknownMessageType,
     call_timed_out,
+    cancelled_by_shutdown,
     describe_exception,
     error_for_code,
+    no_handler,
+    not_active,
     seconds,
 )
 from .._levels import LogLevel
@@ -171,7 +172,7 @@ class WorkerSession:
         call_id = next(_ids)
         try:
             if type(type_tag) is not str:
-                raise UnknownMessageType(f"type_tag must be a str, not {type(type_tag).__name__}")
+                raise no_handler(self.metadata.name, type_tag)
             frame = self.channel.frame(Call(call_id, type_tag, payload, timeout, cancellable))
         except BaseException as exc:
             release()
@@ -228,6 +229,7 @@ class WorkerSession:
         """Send a call frame from a thread of its own (its caller may not wait)."""
 
         def send() -> None:
+            late: PluginError | None = None
             try:
                 if not entry.completion.settled:  # else its caller gave up: it never runs
                     self.channel.send_frame(frame, deadline)
@@ -235,11 +237,13 @@ class WorkerSession:
             except SendTimeout as exc:
                 if exc.started:
                     return
-                entry.completion.settle(None, call_timed_out(type_tag, timeout))
+                late = call_timed_out(type_tag, timeout)
             except OSError:
                 return  # a worker that is gone: the reader fails it with the others
             self._pending.pop(call_id, None)
             entry.release()
+            if late is not None:
+                entry.completion.settle(None, late)
 
         threading.Thread(target=send, name="plugbridge-send", daemon=True).start()
 
@@ -253,9 +257,7 @@ class WorkerSession:
                 f"worker channel's frame limit ({exc.limit} bytes, see {MAX_FRAME_ENV})"
             )
         if isinstance(exc, UnicodeEncodeError):  # a lone surrogate: no handler has it
-            return UnknownMessageType(
-                f"plugin {self.metadata.name!r} has no handler for {type_tag!r}"
-            )
+            return no_handler(self.metadata.name, type_tag)
         return InternalError(
             f"call {type_tag!r} cannot be sent to the worker: {describe_exception(exc)}"
         )
@@ -263,9 +265,7 @@ class WorkerSession:
     def _refusal(self) -> PluginError:
         if self.crash is not None:
             return PluginCrashed(self.crash.message)
-        return InvalidState(
-            f"plugin {self.metadata.name!r} is {self.state.name}; calls need ACTIVE"
-        )
+        return not_active(self.metadata.name, self.state.name)
 
     def call(self, type_tag: str, payload: bytes, timeout: float | None, release: Release) -> Any:
         me = threading.current_thread()
@@ -364,18 +364,22 @@ class WorkerSession:
 
     # Frames may be handled twice (see ``Channel.peek_ready``): each step below does
     # nothing the second time, and a call leaves the table only after its release.
+    # A call whose work has ended gives its slot back *before* its caller is answered
+    # (everywhere below): a caller that has its answer finds ``in_flight`` without it.
 
     def _answer(self, message: Result | Failure) -> None:
         entry = self._pending.get(message.id)
         if entry is None:
             return  # already failed (the worker crashed meanwhile) or swept
+        done = message.done
+        if done:
+            entry.release()
         if type(message) is Result:
             entry.completion.settle(message.payload, None)
         else:
             assert isinstance(message, Failure)
             entry.completion.settle(None, error_for_code(message.code, message.message))
-        if message.done:
-            entry.release()
+        if done:
             self._pending.pop(message.id, None)
 
     def _finish_call(self, call_id: int) -> None:
@@ -411,8 +415,8 @@ class WorkerSession:
         self._pump.join(1.0)  # its last words (a faulthandler traceback) come first
         self.log.emit(LogLevel.ERROR, "plugbridge", message)
         for entry in pending:
-            entry.completion.settle(None, PluginCrashed(message))
             entry.release()
+            entry.completion.settle(None, PluginCrashed(message))
         self._finish(time.monotonic() + 1.0)
         self.on_crash(self)
 
@@ -494,8 +498,7 @@ class WorkerSession:
             self.process.close_pidfd()  # nobody waits on it any more
         if self._pump.join(max(0.05, deadline - time.monotonic())):
             self.process.close_pipes()
-        cancelled = "call cancelled: the plugin is shutting down"
         for entry in pending:
-            entry.completion.settle(None, Cancelled(cancelled))
             entry.release()
+            entry.completion.settle(None, cancelled_by_shutdown())
         self.log.close()
