@@ -3,7 +3,8 @@
 A helper inherits the worker's output pipes, so their ends no longer mark the worker's end:
 the host must not wait for them. Once the worker has ended, what it wrote is delivered, the
 output thread and the pipes are released at once, and the helper, a member of the worker's
-process group, ends with it; a helper that left the group on purpose is left alone.
+process group, ends with it — however the worker ends: stopped, crashed, or killed because
+its start failed; a helper that left the group on purpose is left alone.
 """
 
 from __future__ import annotations
@@ -106,3 +107,33 @@ def test_a_helper_that_left_the_group_is_not_killed(helpers: Path) -> None:
         assert alive(helper)
     finally:
         os.kill(helper, signal.SIGKILL)
+
+
+STARTS_A_HELPER = """
+    import asyncio, os, subprocess, time
+    from pathlib import Path
+    from plugbridge import Plugin
+
+    class StartsAHelper(Plugin):
+        name = "starts_a_helper"
+
+        def on_start(self, ctx):
+            helper = subprocess.Popen(["sleep", "30"])
+            Path(ctx.data["helper"]).write_text(str(helper.pid))
+            if ctx.data["then"] == "raise":
+                raise RuntimeError("on_start failed after starting a helper")
+            time.sleep(60)  # past the start deadline
+"""
+
+
+@pytest.mark.parametrize("then", ["raise", "hang"])
+def test_a_failed_start_ends_the_helper_its_on_start_started(
+    write_plugin: Callable[..., Path], tmp_path: Path, then: str
+) -> None:
+    source = write_plugin(STARTS_A_HELPER, name="starts_a_helper.py")
+    pidfile = tmp_path / "helper.pid"
+    config = {"start_timeout": 2, "data": {"helper": str(pidfile), "then": then}}
+    with pytest.raises(plugbridge.InitializationFailed):
+        plugbridge.load(source, config=config, isolation="process")
+    helper = int(pidfile.read_text())
+    assert wait_until(lambda: not alive(helper)), "the helper outlived the failed start"

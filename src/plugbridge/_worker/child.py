@@ -3,13 +3,14 @@
 Run as ``python -m plugbridge._worker --channel-fd N --host-pid P``. The channel is a
 socket inherited as fd N, never fd 1: whatever the plugin prints goes to stdout and stderr,
 which the host reads as log records. The worker dies with its host: by ``PR_SET_PDEATHSIG``
-on Linux, and by the end of the channel everywhere.
+on Linux, and by the end of the channel everywhere. The host starts it in a session (and
+process group) of its own (``WorkerProcess``): signals from the host's terminal (Ctrl-C,
+Ctrl-Z) reach neither it nor the processes its plugin starts, and those end with it.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import ctypes
 import faulthandler
 import io
@@ -53,7 +54,6 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     parser.add_argument("--host-pid", type=int, required=True)
     args = parser.parse_args(argv)
     _die_with_host(args.host_pid)
-    _lead_process_group()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the host decides when its workers stop
     os.set_inheritable(args.channel_fd, False)  # plugin subprocesses must not hold it open
     faulthandler.enable()  # a segfault's traceback reaches the host as WARN records
@@ -94,17 +94,6 @@ def _die_with_host(host_pid: int) -> None:
             pass  # the end of the channel still ends the worker
     if os.getppid() != host_pid:
         os._exit(0)  # the host died before the kernel was told to watch it
-
-
-def _lead_process_group() -> None:
-    """Start a session (and process group) of our own, whose id is our pid.
-
-    Processes the plugin starts join it, so the host can end them with the worker
-    (``host.end_process_group``); signals from the host's terminal (Ctrl-C, Ctrl-Z, Ctrl-\\)
-    reach neither: the host alone decides when its workers stop.
-    """
-    with contextlib.suppress(OSError):  # already a group leader: nothing to do
-        os.setsid()
 
 
 def _start(channel: Channel[HostMessage], start: Start) -> tuple[Transport, LogSink]:

@@ -9,9 +9,6 @@ transport, and errors come back as their code and message, raised here as the sa
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
 import threading
 import time
 from typing import Any
@@ -174,11 +171,7 @@ class WorkerTransport(Transport):
         try:
             if restarter is not None:
                 restarter.join(max(0.0, deadline - time.monotonic()))
-            session = self._current
-            running = session.state is LifecycleState.ACTIVE  # else a crash ended it
-            problem = session.stop(max(0.0, deadline - time.monotonic()))
-            if running:
-                end_process_group(session.process.pid)
+            problem = self._current.stop(max(0.0, deadline - time.monotonic()))
         finally:
             self._log.close()
         if problem:
@@ -188,7 +181,6 @@ class WorkerTransport(Transport):
 
     def _on_crash(self, session: WorkerSession) -> None:
         """On the dead session's reader thread: maybe schedule a fresh worker."""
-        end_process_group(session.process.pid)
         if not self._config.restart_on_crash or self._closing.is_set():
             return
         name = self.metadata.name
@@ -236,7 +228,6 @@ class WorkerTransport(Transport):
                 self._session = fresh
                 return
         fresh.stop(self._config.shutdown_timeout)  # shutdown began while it started
-        end_process_group(fresh.process.pid)
 
 
 def _decode(type_tag: str, data: bytes) -> Any:
@@ -247,17 +238,3 @@ def _decode(type_tag: str, data: bytes) -> Any:
         raise
     except Exception as exc:  # invalid UTF-8 in a string, nesting too deep
         raise not_carried_as_json(f"response of {type_tag!r}", exc) from None
-
-
-def end_process_group(pid: int) -> None:
-    """Kill what is left of the process group of worker ``pid``, just after it ended.
-
-    A worker leads a process group of its own (``child.main``), which every process its
-    plugin starts joins unless it leaves on purpose: those are the instance's helpers, and
-    they end with it. Called once per worker, right after it was reaped: while a member
-    lives the group's id cannot be handed out again, and with no member left the kernel
-    would have to cycle through every pid (and the new owner start a group of its own)
-    between the reaping and this call for it to reach anyone else.
-    """
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signal.SIGKILL)

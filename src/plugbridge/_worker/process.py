@@ -1,4 +1,5 @@
-"""A worker OS process: spawned, polled, and stopped for good (terminate, then kill).
+"""A worker OS process: spawned, polled, and stopped for good (terminate, then kill), with
+the processes it started (its process group).
 
 Workers are forked from one long-lived *spawner* thread. On Linux a worker asks the kernel
 for SIGKILL when its parent dies (``PR_SET_PDEATHSIG``), and the kernel counts the thread
@@ -12,12 +13,15 @@ from __future__ import annotations
 import contextlib
 import os
 import queue
+import select
 import signal
 import subprocess
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
+
+from .protocol import poll_ms
 
 _Job = tuple[Callable[[], Any], "queue.SimpleQueue[tuple[Any, BaseException | None]]"]
 
@@ -43,11 +47,27 @@ class _Spawner:
             jobs = self._jobs
         answer: queue.SimpleQueue[tuple[Any, BaseException | None]] = queue.SimpleQueue()
         jobs.put((job, answer))
-        result, error = answer.get()
+        try:
+            result, error = answer.get()
+        except BaseException:  # interrupted while it spawns: a thread ends what it spawned
+            threading.Thread(
+                target=self._discard, args=(answer,), name="plugbridge-spawner", daemon=True
+            ).start()
+            raise
         if error is not None:
             self.forget()
             raise error
         return result
+
+    def _discard(self, answer: queue.SimpleQueue[tuple[Any, BaseException | None]]) -> None:
+        """A spawned worker nobody waited for: kill and reap it, release its descriptors."""
+        process, error = answer.get()
+        if error is not None:
+            self.forget()
+            return
+        process.kill()
+        process.close_pidfd()
+        process.close_pipes()
 
     def forget(self) -> None:
         """A worker forked here is reaped; the last one ends the spawner thread."""
@@ -75,13 +95,28 @@ _SPAWNER = _Spawner()
 
 
 class WorkerProcess:
-    """One child process with its stdout and stderr pipes."""
+    """One child process with its stdout and stderr pipes, leading a process group.
+
+    The worker starts a session of its own (so its pid is its process group's id): the
+    processes its plugin starts join that group unless they leave it on purpose, and they
+    end with the worker. The group is killed exactly once, on every way a worker ends: when
+    the host kills the worker (``kill``), or, if it ended by itself (a crash, a stop), just
+    before it is reaped. Never later: until the worker is reaped its pid, the group's id,
+    cannot be handed to any other process. So only this class reaps it: it reads the exit
+    status without reaping (``WNOWAIT``), kills the group, then reaps; a
+    ``KeyboardInterrupt`` between two of those steps loses nothing (the next call goes on).
+    """
 
     def __init__(self, popen: subprocess.Popen[bytes]) -> None:
         self._popen = popen
         self.pid = popen.pid
-        self._forgotten = False
         self._lock = threading.Lock()
+        """Serialises reaping and signalling: a signal never reaches a reaped pid."""
+        self._status: int | None = None
+        """The exit status, once the worker has ended (known before it is reaped)."""
+        self._group_ended = False
+        self._reaped = False
+        self._forgotten = False
         self.pidfd = _open_pidfd(popen.pid)
         """A descriptor readable once the process has ended (Linux 5.3+), else None: the
         host then learns of the end by polling the exit status."""
@@ -90,8 +125,8 @@ class WorkerProcess:
     def spawn(
         cls, argv: Sequence[str], pass_fds: Sequence[int], env: Mapping[str, str]
     ) -> WorkerProcess:
-        def popen() -> subprocess.Popen[bytes]:
-            return subprocess.Popen(
+        def start() -> WorkerProcess:
+            popen = subprocess.Popen(
                 list(argv),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
@@ -99,10 +134,12 @@ class WorkerProcess:
                 pass_fds=tuple(pass_fds),
                 env=dict(env),
                 close_fds=True,
+                start_new_session=True,  # before exec: its group exists once we know its pid
             )
+            return cls(popen)
 
-        popen_obj: subprocess.Popen[bytes] = _SPAWNER.run(popen)
-        return cls(popen_obj)
+        process: WorkerProcess = _SPAWNER.run(start)
+        return process
 
     @property
     def stdout_fd(self) -> int:
@@ -119,19 +156,45 @@ class WorkerProcess:
         return self.poll()
 
     def poll(self) -> int | None:
-        """The exit status if the process has ended (it is reaped then), else None."""
-        code = self._popen.poll()
-        if code is not None:
-            self._forget()
-        return code
+        """The exit status if the process has ended (its group is killed and it is reaped
+        then), else None. Never waits."""
+        if self._reaped:
+            return self._status
+        with self._lock:
+            if not self._reaped:
+                if self._status is None:
+                    ended = os.waitid(os.P_PID, self.pid, _ENDED_NOT_REAPED)
+                    if ended is None:
+                        return None
+                    self._status = _exit_status(ended)
+                self._end_group()  # still unreaped: the group's id is still ours
+                with contextlib.suppress(ChildProcessError):  # a zombie: at once
+                    os.waitpid(self.pid, 0)
+                self._popen.returncode = self._status  # Popen must not wait for it either
+                self._reaped = True
+        self._forget()
+        return self._status
 
     def wait(self, timeout: float) -> int | None:
         """The exit status, or None if still running after ``timeout`` seconds."""
-        try:
-            code = self._popen.wait(max(0.0, timeout))
-        except subprocess.TimeoutExpired:
-            return None
-        self._forget()
+        deadline = time.monotonic() + max(0.0, timeout)
+        exited: select.poll | None = None
+        pidfd = self.pidfd
+        if pidfd is not None:
+            exited = select.poll()
+            exited.register(pidfd, select.POLLIN)
+        pause = 0.0005
+        while (code := self.poll()) is None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            if exited is not None:
+                events = exited.poll(poll_ms(left))
+                if events and events[0][1] & select.POLLNVAL:  # closed meanwhile
+                    exited = None
+            else:  # no pidfd: look again after a pause, growing like subprocess's
+                pause = min(pause * 2, left, 0.05)
+                time.sleep(pause)
         return code
 
     def end(self, deadline: float) -> int | None:
@@ -146,16 +209,29 @@ class WorkerProcess:
         return self.kill()
 
     def kill(self) -> int | None:
-        self.signal(signal.SIGKILL)
+        """Kill the worker and its group (SIGKILL); its exit status, or None if it has not
+        ended within 2 s (not to be expected)."""
+        with self._lock:
+            if not self._reaped:
+                self._end_group()
         return self.wait(2.0)
 
     def signal(self, signum: int) -> None:
-        if self._popen.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                self._popen.send_signal(signum)
+        """Send ``signum`` to the worker alone, unless it has been reaped."""
+        with self._lock:
+            if not self._reaped:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.pid, signum)
+
+    def _end_group(self) -> None:
+        """Kill the worker's process group, the first time (with ``_lock``, unreaped)."""
+        if not self._group_ended:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.pid, signal.SIGKILL)
+            self._group_ended = True
 
     def describe(self) -> str:
-        return describe_exit(self._popen.returncode)
+        return describe_exit(self._status)
 
     def close_pipes(self) -> None:
         for stream in (self._popen.stdout, self._popen.stderr):
@@ -174,6 +250,16 @@ class WorkerProcess:
                 return
             self._forgotten = True
         _SPAWNER.forget()
+
+
+_ENDED_NOT_REAPED = os.WEXITED | os.WNOHANG | os.WNOWAIT
+
+
+def _exit_status(ended: Any) -> int:
+    """A ``waitid`` result as a ``returncode``: the exit code, or minus the signal."""
+    if ended.si_code == os.CLD_EXITED:
+        return int(ended.si_status)
+    return -int(ended.si_status)  # CLD_KILLED, CLD_DUMPED
 
 
 def _open_pidfd(pid: int) -> int | None:
