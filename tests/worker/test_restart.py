@@ -85,3 +85,60 @@ def test_shutdown_during_backoff_stops_the_restart(write_plugin: Callable[..., P
     plugin.shutdown(timeout=2.0)
     assert threading.active_count() == before
     assert plugin.state is LifecycleState.FAILED
+
+
+SLOW_TO_RESTART = """
+    import os, time
+    from pathlib import Path
+    from plugbridge import Plugin, handler
+
+    class SlowToRestart(Plugin):
+        name = "slow_to_restart"
+
+        def on_start(self, ctx):
+            Path(ctx.data["pidfile"]).write_text(str(os.getpid()))
+            if Path(ctx.data["marker"]).exists():  # a restart: slow to start
+                time.sleep(60)
+
+        @handler("crash")
+        def crash(self, ctx, req):
+            os._exit(1)
+"""
+
+
+def _pid_in(pidfile: Path) -> int | None:
+    try:
+        return int(pidfile.read_text())
+    except ValueError:  # being written
+        return None
+
+
+def test_shutdown_ends_a_restart_still_starting(
+    write_plugin: Callable[..., Path], tmp_path: Path
+) -> None:
+    import time
+
+    from .test_faults import alive
+
+    source = write_plugin(SLOW_TO_RESTART, name="slow_to_restart.py")
+    pidfile, marker = tmp_path / "pid", tmp_path / "marker"
+    config = {
+        "restart_on_crash": True,
+        "restart_backoff": 0.01,
+        "data": {"pidfile": str(pidfile), "marker": str(marker)},
+    }
+    plugin = plugbridge.load(source, config=config, isolation="process")
+    first = _pid_in(pidfile)
+    marker.touch()
+    with pytest.raises(plugbridge.PluginCrashed):
+        plugin.call("crash")
+    # The restarted worker is in its on_start (for a minute) when shutdown begins.
+    assert wait_until(lambda: _pid_in(pidfile) not in (None, first), timeout=10)
+    restarted = _pid_in(pidfile)
+    assert restarted is not None
+    began = time.monotonic()
+    plugin.shutdown(timeout=2)
+    elapsed = time.monotonic() - began
+    assert not alive(restarted), "a worker of the handle outlived its shutdown"
+    assert elapsed < 2.5, elapsed  # its timeout (plus a moment), not the start's minute
+    assert plugin.state is LifecycleState.FAILED  # the crashed worker's, as without restarts

@@ -15,6 +15,7 @@ from typing import Any
 
 from .._config import PluginConfig
 from .._errors import (
+    InitializationFailed,
     PluginCrashed,
     PluginError,
     SerializationError,
@@ -30,6 +31,7 @@ from .._lifecycle import LifecycleState
 from .._logsink import LogSink
 from .._sources import Source
 from .._transport import PluginMetadata, Release, Transport
+from .process import WorkerProcess
 from .restart import RestartPolicy
 from .session import WorkerSession
 
@@ -48,6 +50,8 @@ class WorkerTransport(Transport):
         self._lock = threading.Lock()
         self._closing = threading.Event()
         self._restarter: threading.Thread | None = None
+        self._launching: WorkerProcess | None = None
+        """The worker of a start in progress, once it exists (``shutdown`` kills it)."""
         self._rejected_before = 0
         self._session: WorkerSession | None = None
         self.metadata = PluginMetadata("", "", ())
@@ -60,6 +64,7 @@ class WorkerTransport(Transport):
         transport = cls(source, config, sink)
         try:
             transport._session = transport._launch(deadline)
+            transport._launching = None
         except BaseException:
             transport._log.close()
             raise
@@ -67,11 +72,29 @@ class WorkerTransport(Transport):
 
     def _launch(self, deadline: float | None) -> WorkerSession:
         limit = start_limit(deadline, time.monotonic(), self._config.start_timeout)
-        session = WorkerSession.launch(
-            self._source, self._config, self._sink, deadline, self._on_crash, limit=limit
-        )
+        try:
+            session = WorkerSession.launch(
+                self._source,
+                self._config,
+                self._sink,
+                deadline,
+                self._on_crash,
+                limit=limit,
+                on_spawn=self._spawned,
+            )
+        except BaseException:
+            self._launching = None
+            raise
         self.metadata = session.metadata
         return session
+
+    def _spawned(self, process: WorkerProcess) -> None:
+        """A start has its worker: ``shutdown`` kills it if it comes before the start is
+        done (its ``_launch`` caller says when, resetting ``_launching``)."""
+        with self._lock:
+            if self._closing.is_set():
+                raise InitializationFailed("the plugin is shutting down")
+            self._launching = process
 
     @property
     def _current(self) -> WorkerSession:
@@ -167,8 +190,10 @@ class WorkerTransport(Transport):
             if self._closing.is_set():
                 return
             self._closing.set()
-            restarter = self._restarter
+            restarter, launching = self._restarter, self._launching
         try:
+            if launching is not None:  # a restart still starting: its worker never serves
+                launching.kill()
             if restarter is not None:
                 restarter.join(max(0.0, deadline - time.monotonic()))
             problem = self._current.stop(max(0.0, deadline - time.monotonic()))
@@ -214,6 +239,8 @@ class WorkerTransport(Transport):
         try:
             fresh = self._launch(time.monotonic() + self._config.start_timeout)
         except PluginError as exc:
+            if self._closing.is_set():
+                return  # shutdown ended the start
             self._log.emit(
                 LogLevel.ERROR,
                 "plugbridge",
@@ -223,11 +250,12 @@ class WorkerTransport(Transport):
             return
         fresh.set_log_level(self._sink.level)
         with self._lock:
+            self._launching = None
             if not self._closing.is_set():
                 self._rejected_before += dead.rejected
                 self._session = fresh
                 return
-        fresh.stop(self._config.shutdown_timeout)  # shutdown began while it started
+        fresh.stop(self._config.shutdown_timeout)  # shutdown began (and killed it) meanwhile
 
 
 def _decode(type_tag: str, data: bytes) -> Any:

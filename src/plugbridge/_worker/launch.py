@@ -14,6 +14,7 @@ import os
 import site
 import socket
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -68,11 +69,14 @@ def start_worker(
     deadline: float | None,
     *,
     limit: str = "",
+    on_spawn: Callable[[WorkerProcess], object] | None = None,
 ) -> StartedWorker:
     """Start a worker and its instance; ``InitializationFailed`` (nothing left) if not.
 
     ``deadline`` (monotonic) is the host's alone: a worker that has not answered ``Ready``
     by then is killed (``limit``: the timeout it stands for, as messages name it).
+    ``on_spawn`` is told of the worker as soon as it exists (whoever may have to kill it
+    before it is ready); an exception it raises abandons the start.
     """
     start = Start(
         PROTOCOL_VERSION, _wire_source(source), _wire_config(config, sink.level), list(sys.path)
@@ -96,6 +100,8 @@ def start_worker(
     log: InstanceLog | None = None
     pump: OutputPump | None = None
     try:
+        if on_spawn is not None:
+            on_spawn(process)
         log = sink.instance_log()
         pump = OutputPump(
             process.stdout_fd, process.stderr_fd, log, f"plugbridge-worker-{process.pid}"

@@ -44,6 +44,7 @@ from .._logsink import LogSink
 from .._sources import Source
 from .._transport import Release
 from .launch import StartedWorker, log_record, start_worker
+from .process import WorkerProcess
 from .protocol import (
     MAX_FRAME_ENV,
     Call,
@@ -131,10 +132,11 @@ class WorkerSession:
         on_crash: Callable[[WorkerSession], None],
         *,
         limit: str = "",
+        on_spawn: Callable[[WorkerProcess], object] | None = None,
     ) -> WorkerSession:
         """Start a worker and its instance; ``InitializationFailed`` (nothing left) if not.
-        ``limit``: the timeout ``deadline`` stands for, as messages name it."""
-        started = start_worker(source, config, sink, deadline, limit=limit)
+        ``limit`` and ``on_spawn``: see ``start_worker``."""
+        started = start_worker(source, config, sink, deadline, limit=limit, on_spawn=on_spawn)
         try:
             return cls(started, on_crash)
         except BaseException:
