@@ -449,16 +449,77 @@ def test_a_restarted_worker_gets_the_start_timeout_too(
     handle.shutdown()
 
 
-def test_an_acall_cancelled_before_its_task_starts_gives_its_slot_back(faulty: Path) -> None:
-    # A timeout this short sends Cancel right behind Call: the worker's task is cancelled
-    # before its first step, so its body never runs; the call must still be answered.
+HOLDS_THE_CANCELLABLE_LOOP = """
+    import os, time
+    from pathlib import Path
+    import msgspec
+    from plugbridge import Plugin, handler
+
+    class Hold(msgspec.Struct):
+        blocked: str
+        release: str
+
+        def __post_init__(self):
+            # Runs where the request is converted: in a worker, for an acall, on the loop
+            # that runs the tasks of cancellable calls. Holds it until the test says.
+            Path(self.blocked).touch()
+            end = time.monotonic() + 60
+            while not os.path.exists(self.release) and time.monotonic() < end:
+                time.sleep(0.01)
+
+    class Holder(Plugin):
+        name = "holder"
+
+        @handler("hold")
+        async def hold(self, ctx, req: Hold) -> str:
+            return "held"
+
+        @handler("echo")
+        async def echo(self, ctx, req):
+            Path(req).touch()  # it ran
+            return req
+
+        @handler("mark")
+        def mark(self, ctx, req):
+            Path(req).touch()
+            return req
+"""
+
+
+def test_an_acall_cancelled_before_its_task_starts_gives_its_slot_back(
+    write_plugin: Callable[..., Path], tmp_path: Path
+) -> None:
+    # The worker's loop for cancellable calls is held (by a request's conversion), so the
+    # task of a second acall, whose Call frame has arrived, has not started when its
+    # Cancel (its caller timed out) arrives: the task is cancelled before its first step
+    # and its body never runs. The call must still be answered, its slot given back.
     import asyncio
 
-    with plugbridge.load(faulty, config={"max_concurrent_ops": 1}, isolation="process") as plugin:
-        for _ in range(20):
-            with pytest.raises(plugbridge.Timeout):
-                asyncio.run(plugin.acall("echo", 1, timeout=1e-9))
-            assert wait_until(lambda: _echo_ok(plugin))
+    source = write_plugin(HOLDS_THE_CANCELLABLE_LOOP, name="holder.py")
+    blocked, release = tmp_path / "blocked", tmp_path / "release"
+    ran, marked = tmp_path / "echo-ran", tmp_path / "marked"
+    plugin = plugbridge.load(source, config={"max_concurrent_ops": 3}, isolation="process")
+    session = plugin._transport._current  # type: ignore[attr-defined]
+
+    async def scenario() -> None:
+        hold = {"blocked": str(blocked), "release": str(release)}
+        holding = asyncio.ensure_future(plugin.acall("hold", hold))
+        assert await asyncio.to_thread(wait_until, blocked.exists, 10)
+        with pytest.raises(plugbridge.Timeout):  # sent at once, given up (Cancel) after 0.1 s
+            await plugin.acall("echo", str(ran), timeout=0.1)
+        # A sync call read after that Cancel: once it ran, the Cancel waits on the held loop.
+        assert await asyncio.to_thread(plugin.call, "mark", str(marked)) == str(marked)
+        release.touch()
+        assert await holding == "held"
+
+    try:
+        asyncio.run(scenario())
+        assert wait_until(lambda: plugin.in_flight == 0 and not session._pending)
+        assert not ran.exists()  # cancelled before its first step: the handler never ran
+        assert plugin.call("echo", str(marked)) == str(marked)
+    finally:
+        release.touch()
+        plugin.shutdown()
 
 
 # -- a call's slot is back before its caller has its answer -----------------------------------
