@@ -100,17 +100,20 @@ def _in_scope(frame: FrameType | None) -> bool:
 class InterruptAt:
     """A profile hook raising ``KeyboardInterrupt`` at the ``at``-th point where CPython can
     raise one on its own: a function's entry (``call``) and the end of a call, Python
-    (``return``) or C (``c_return``). Only points in plugbridge's frames count."""
+    (``return``) or C (``c_return``). Only points in frames ``in_scope`` count (by default
+    plugbridge's)."""
 
-    def __init__(self, at: int) -> None:
+    def __init__(self, at: int, in_scope: Callable[[FrameType | None], bool] = _in_scope) -> None:
         self.at = at
         self.seen = 0
         self.struck: str | None = None
+        self._in_scope = in_scope
 
     def __call__(self, frame: FrameType, event: str, arg: object) -> None:
         if self.struck is not None or event not in ("call", "return", "c_return"):
             return
-        if not (_in_scope(frame) or (event != "c_return" and _in_scope(frame.f_back))):
+        in_scope = self._in_scope
+        if not (in_scope(frame) or (event != "c_return" and in_scope(frame.f_back))):
             return
         self.seen += 1
         if self.seen == self.at:

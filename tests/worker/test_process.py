@@ -8,6 +8,8 @@ before the worker is reaped.
 
 from __future__ import annotations
 
+import functools
+import itertools
 import os
 import queue
 import signal
@@ -15,6 +17,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from types import FrameType
 from typing import Any
 
 import pytest
@@ -23,6 +26,8 @@ from plugbridge._worker import process as process_module
 from plugbridge._worker.process import WorkerProcess
 
 from ..conftest import wait_until
+from .test_channel_frames import Outcome
+from .test_channel_interrupts import InterruptAt
 from .test_faults import alive
 
 STARTS_A_HELPER = """
@@ -154,3 +159,65 @@ def spawn_here() -> tuple[WorkerProcess, int]:
     assert popen.stdout is not None
     helper = int(popen.stdout.readline())
     return process, helper
+
+
+def _in_spawner(frame: FrameType | None) -> bool:
+    """The host thread's part of spawning: ``_Spawner.run`` and the threading code it runs."""
+    while frame is not None:
+        code = frame.f_code
+        if code in _SPAWNING:
+            return True
+        if code.co_filename != threading.__file__:
+            return False
+        frame = frame.f_back
+    return False
+
+
+_SPAWNING = {process_module._Spawner.run.__code__, process_module._Spawner.discard.__code__}
+
+
+def test_an_interrupt_at_any_step_of_a_spawn_leaves_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The n-th spawn is interrupted at its n-th step (a fresh spawner each time, so that
+    # starting its thread is part of it), until one has fewer steps. After each, whatever
+    # was spawned is killed and reaped, and the next spawn works (nothing left waiting
+    # for a spawner thread that never started).
+    for at in itertools.count(1):
+        spawner = process_module._Spawner()
+        monkeypatch.setattr(process_module, "_SPAWNER", spawner)
+        spawned: list[WorkerProcess] = []
+        hook = InterruptAt(at, _in_spawner)
+        sys.setprofile(hook)
+        try:
+            WorkerProcess.spawn(SLEEPS, [], os.environ, spawned)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            sys.setprofile(None)
+        where = f"interrupted at step {at}: {hook.struck}"
+        for process in spawned:  # the caller ends what it finds there (as launch does)
+            process.kill()
+        assert wait_until(functools.partial(_all_reaped, spawned)), where
+        assert wait_until(functools.partial(_none_live, spawner)), f"{where}: still counted"
+        after = Outcome(functools.partial(WorkerProcess.spawn, SLEEPS, [], os.environ))
+        assert after.finished_within(10), f"{where}: the next spawn hangs"
+        assert isinstance(after.value, WorkerProcess), f"{where}: {after.error!r}"
+        after.value.kill()
+        for process in (*spawned, after.value):
+            process.close_pidfd()
+            process.close_pipes()
+        if hook.struck is None:
+            break
+    assert at > 5  # the hook did see the spawn's steps
+
+
+SLEEPS = [sys.executable, "-c", "import time; time.sleep(60)"]
+
+
+def _all_reaped(processes: list[WorkerProcess]) -> bool:
+    return all(process.poll() is not None for process in processes)
+
+
+def _none_live(spawner: Any) -> bool:
+    return bool(spawner._live == 0)

@@ -86,20 +86,22 @@ def start_worker(
     except Exception as exc:  # a type msgpack cannot carry, a lone surrogate, a huge int
         raise ConfigError(f"config cannot be sent to a worker process: {exc}") from None
     host_end, worker_end = socket.socketpair()
-    host_end.setblocking(False)  # every wait of the host polls the worker's end too
-    channel: Channel[WorkerMessage] = Channel(host_end, WorkerMessage)
-    try:
-        process = WorkerProcess.spawn(
-            worker_command(worker_end.fileno()), [worker_end.fileno()], _worker_env()
-        )
-    except BaseException as exc:
-        channel.close()
-        raise InitializationFailed(f"cannot start a worker process: {exc}") from None
-    finally:
-        worker_end.close()
+    spawned: list[WorkerProcess] = []  # filled by the spawner: an interrupt cannot lose it
+    channel: Channel[WorkerMessage] | None = None
     log: InstanceLog | None = None
     pump: OutputPump | None = None
     try:
+        host_end.setblocking(False)  # every wait of the host polls the worker's end too
+        channel = Channel(host_end, WorkerMessage)
+        try:
+            WorkerProcess.spawn(
+                worker_command(worker_end.fileno()), [worker_end.fileno()], _worker_env(), spawned
+            )
+        except Exception as exc:
+            raise InitializationFailed(f"cannot start a worker process: {exc}") from None
+        finally:
+            worker_end.close()
+        process = spawned[0]
         if on_spawn is not None:
             on_spawn(process)
         log = sink.instance_log()
@@ -111,7 +113,13 @@ def start_worker(
         metadata = PluginMetadata(ready.name, ready.version, tuple(ready.type_tags))
         return StartedWorker(process, channel, log, pump, metadata)
     except BaseException:
-        abandon(process, channel, pump, log)
+        worker_end.close()  # idempotent
+        if channel is None:
+            host_end.close()
+        elif spawned:
+            abandon(spawned[0], channel, pump, log)
+        else:
+            channel.close()
         raise
 
 

@@ -23,11 +23,17 @@ from typing import Any
 
 from .protocol import poll_ms
 
-_Job = tuple[Callable[[], Any], "queue.SimpleQueue[tuple[Any, BaseException | None]]"]
+_Answer = queue.SimpleQueue[tuple[Any, BaseException | None]]
+_Job = tuple[Callable[[], Any], _Answer, list[bool]]
 
 
 class _Spawner:
-    """Runs ``Popen`` on one thread that stays alive while any worker it forked lives."""
+    """Runs ``Popen`` on one thread that stays alive while any worker it forked lives.
+
+    A caller interrupted (Ctrl-C) at any point leaves nothing behind: the thread is known
+    only once it has started, a job is counted as it is queued, and a worker spawned for a
+    caller that stopped waiting is killed and reaped by whichever of the two sees it last.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -36,32 +42,47 @@ class _Spawner:
         self._jobs: queue.SimpleQueue[_Job | None] | None = None
 
     def run(self, job: Callable[[], Any]) -> Any:
-        with self._lock:
-            self._live += 1
-            if self._jobs is None:
-                self._jobs = queue.SimpleQueue()
-                self._thread = threading.Thread(
-                    target=_serve_jobs, args=(self._jobs,), name="plugbridge-spawner", daemon=True
-                )
-                self._thread.start()
-            jobs = self._jobs
-        answer: queue.SimpleQueue[tuple[Any, BaseException | None]] = queue.SimpleQueue()
-        jobs.put((job, answer))
+        answer: _Answer = queue.SimpleQueue()
+        abandoned: list[bool] = []
         try:
+            with self._lock:
+                if self._jobs is None:
+                    jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+                    thread = threading.Thread(
+                        target=_serve_jobs,
+                        args=(jobs, self),
+                        name="plugbridge-spawner",
+                        daemon=True,
+                    )
+                    try:
+                        thread.start()
+                    except BaseException as exc:
+                        jobs.put(None)  # had it started after all, it ends at once
+                        if isinstance(exc.__context__, KeyboardInterrupt):
+                            # Thread.start's Condition failed as an interrupt unwound it:
+                            # what the caller must see is the interrupt.
+                            raise exc.__context__ from None
+                        raise
+                    self._jobs, self._thread = jobs, thread
+                self._live += 1  # no call between the count and the queueing
+                self._jobs.put((job, answer, abandoned))
             result, error = answer.get()
-        except BaseException:  # interrupted while it spawns: a thread ends what it spawned
-            threading.Thread(
-                target=self._discard, args=(answer,), name="plugbridge-spawner", daemon=True
-            ).start()
+        except BaseException:
+            abandoned.append(True)  # first: the spawner thread ends it, if it comes later
+            self.discard(answer)
             raise
         if error is not None:
             self.forget()
             raise error
         return result
 
-    def _discard(self, answer: queue.SimpleQueue[tuple[Any, BaseException | None]]) -> None:
-        """A spawned worker nobody waited for: kill and reap it, release its descriptors."""
-        process, error = answer.get()
+    def discard(self, answer: _Answer) -> None:
+        """A job whose caller stopped waiting: if its answer is there (taken once, by
+        whoever comes first), kill and reap the worker it spawned."""
+        try:
+            process, error = answer.get_nowait()
+        except queue.Empty:
+            return  # not queued, or not done yet: the spawner thread discards it then
         if error is not None:
             self.forget()
             return
@@ -77,18 +98,22 @@ class _Spawner:
                 return
             jobs, thread = self._jobs, self._thread
             self._jobs = self._thread = None
-        jobs.put(None)
+            jobs.put(None)
         if thread is not None and thread is not threading.current_thread():
             thread.join(1.0)
 
 
-def _serve_jobs(jobs: queue.SimpleQueue[_Job | None]) -> None:
+def _serve_jobs(jobs: queue.SimpleQueue[_Job | None], spawner: _Spawner) -> None:
     while (item := jobs.get()) is not None:
-        job, answer = item
+        job, answer, abandoned = item
+        outcome: tuple[Any, BaseException | None]
         try:
-            answer.put((job(), None))
+            outcome = (job(), None)
         except BaseException as exc:
-            answer.put((None, exc))
+            outcome = (None, exc)
+        answer.put(outcome)
+        if abandoned:  # its caller stopped waiting before or while it ran
+            spawner.discard(answer)
 
 
 _SPAWNER = _Spawner()
@@ -123,8 +148,15 @@ class WorkerProcess:
 
     @classmethod
     def spawn(
-        cls, argv: Sequence[str], pass_fds: Sequence[int], env: Mapping[str, str]
+        cls,
+        argv: Sequence[str],
+        pass_fds: Sequence[int],
+        env: Mapping[str, str],
+        into: list[WorkerProcess] | None = None,
     ) -> WorkerProcess:
+        """Start a worker (on the spawner thread). ``into`` gets it there, before this
+        returns: a caller interrupted at any point still finds what it has to end."""
+
         def start() -> WorkerProcess:
             popen = subprocess.Popen(
                 list(argv),
@@ -136,7 +168,10 @@ class WorkerProcess:
                 close_fds=True,
                 start_new_session=True,  # before exec: its group exists once we know its pid
             )
-            return cls(popen)
+            process = cls(popen)
+            if into is not None:
+                into.append(process)
+            return process
 
         process: WorkerProcess = _SPAWNER.run(start)
         return process
