@@ -195,6 +195,47 @@ def test_hung_on_stop_is_ended_on_time(write_plugin: Callable[..., Path], hang: 
     assert plugin.state is LifecycleState.FAILED
 
 
+def test_a_shutdown_interrupted_by_ctrl_c_still_ends_the_worker(
+    write_plugin: Callable[..., Path], tmp_path: Path
+) -> None:
+    # shutdown() is one-shot: if Ctrl-C cuts it short (here while the worker runs a slow
+    # on_stop), the worker must not be left running until the host exits.
+    stopping = tmp_path / "stopping"
+    source = write_plugin(
+        f"""
+        import os, time
+        from pathlib import Path
+        from plugbridge import Plugin, handler
+
+        class SlowStop(Plugin):
+            name = "slow_stop"
+            def on_stop(self, ctx):
+                Path({str(stopping)!r}).touch()
+                time.sleep(30)
+
+            @handler("pid")
+            def pid(self, ctx, req):
+                return os.getpid()
+        """
+    )
+    assert threading.current_thread() is threading.main_thread()
+    threads = threading.active_count()
+    plugin = plugbridge.load(source, config={"shutdown_timeout": 20}, isolation="process")
+    pid = plugin.call("pid")
+
+    def interrupt_once_stopping() -> None:
+        if wait_until(stopping.exists, timeout=10):
+            signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
+
+    interrupter = threading.Thread(target=interrupt_once_stopping)
+    interrupter.start()
+    with pytest.raises(KeyboardInterrupt):
+        plugin.shutdown()
+    interrupter.join()
+    assert wait_until(lambda: not alive(pid)), "the worker outlived its interrupted shutdown"
+    assert wait_until(lambda: threading.active_count() == threads)
+
+
 def test_frozen_worker_is_terminated_then_killed(faulty: Path) -> None:
     plugin = plugbridge.load(faulty, isolation="process")
     pid = plugin.call("pid")

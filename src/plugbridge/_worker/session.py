@@ -465,6 +465,12 @@ class WorkerSession:
         self._lifecycle.move(LifecycleState.FAILED if problem else LifecycleState.STOPPED)
         return problem
 
+    def abandon(self) -> None:
+        """Kill the worker and release everything now (a stop that was interrupted)."""
+        self.process.kill()
+        self._finish(time.monotonic())
+        self._lifecycle.try_move(LifecycleState.FAILED)
+
     def _stop_problem(self, code: int | None, timeout: float, broken: str | None) -> str | None:
         error, pid, ended = self._stopped_error, self.process.pid, self.process.describe()
         if error is False and broken is not None:
