@@ -236,6 +236,34 @@ def test_a_shutdown_interrupted_by_ctrl_c_still_ends_the_worker(
     assert wait_until(lambda: threading.active_count() == threads)
 
 
+def test_a_call_the_stopping_worker_never_read_goes_to_the_reloaded_instance(
+    faulty: Path,
+) -> None:
+    # The race a reload under load can hit: a call admitted by the old worker's session
+    # whose frame is written only after Stop (here: after the worker has gone), so the
+    # worker never reads it. It never ran: the handle must send it to the new instance,
+    # not fail it as cancelled.
+    plugin = plugbridge.load(faulty, isolation="process")
+    old = plugin._transport._current  # type: ignore[attr-defined]
+    outcome: list[object] = []
+
+    def call() -> None:
+        try:
+            outcome.append(plugin.call("pid"))
+        except BaseException as exc:
+            outcome.append(exc)
+
+    caller = threading.Thread(target=call)
+    with old.channel._send_lock:  # the call is admitted, its frame waits for the channel
+        caller.start()
+        assert wait_until(lambda: len(old._pending) == 1)
+        plugin.reload()  # Stop goes first (this thread holds the lock): the worker ends
+    caller.join(10)
+    assert outcome == [plugin.call("pid")], outcome  # answered by the new worker
+    assert old.process.pid not in outcome
+    plugin.shutdown()
+
+
 def test_frozen_worker_is_terminated_then_killed(faulty: Path) -> None:
     plugin = plugbridge.load(faulty, isolation="process")
     pid = plugin.call("pid")

@@ -20,13 +20,18 @@ from plugbridge._worker.protocol import (
     PROTOCOL_VERSION,
     Call,
     Channel,
+    Failure,
     Hello,
     HostMessage,
+    Named,
     ProtocolError,
     PythonPlugin,
+    Ready,
     Result,
     Start,
     StartFailed,
+    Stop,
+    Stopped,
     WorkerMessage,
 )
 
@@ -153,3 +158,52 @@ def test_broken_frame_from_the_worker_is_a_crash_not_a_hang(
         assert plugin.state is LifecycleState.FAILED
         plugin.reload()
         assert plugin.call("echo", 5) == 5
+
+
+def test_a_call_read_after_stop_is_refused_and_never_run(
+    write_plugin: Callable[..., Path], tmp_path: Path
+) -> None:
+    source = write_plugin(
+        """
+        from pathlib import Path
+        from plugbridge import Plugin, handler
+
+        class Marks(Plugin):
+            name = "marks"
+
+            @handler("mark")
+            def mark(self, ctx, req):
+                Path(req).touch()
+                return req
+        """,
+        name="marks.py",
+    )
+    host_end, worker_end = socket.socketpair()
+    worker = subprocess.Popen(worker_command(worker_end.fileno()), pass_fds=[worker_end.fileno()])
+    worker_end.close()
+    channel: Channel[WorkerMessage] = Channel(host_end, WorkerMessage)
+    first, late = tmp_path / "first", tmp_path / "late"
+    try:
+        assert isinstance(channel.receive(), Hello)
+        plugin = PythonPlugin(str(source.parent), source.stem, None)
+        channel.send(Start(PROTOCOL_VERSION, plugin, {}, []))
+        assert isinstance(channel.receive(), Named)
+        assert isinstance(channel.receive(), Ready)
+        # A first call leaves two threads taking turns at reading: one reads Stop (and
+        # stops the instance), the other the call right behind it.
+        channel.send(Call(1, "mark", msgspec.json.encode(str(first)), None, False))
+        assert channel.receive() == Result(1, msgspec.json.encode(str(first)), True)
+        channel.send(Stop(5.0))
+        channel.send(Call(2, "mark", msgspec.json.encode(str(late)), None, False))
+        answers = [channel.receive(), channel.receive()]
+        refused = next(a for a in answers if isinstance(a, Failure))
+        assert refused.id == 2 and refused.done
+        assert refused.code == plugbridge.InvalidState.code
+        assert refused.message == "plugin 'marks' is STOPPING; calls need ACTIVE"
+        assert Stopped(None, []) in answers
+        assert worker.wait(10) == 0
+        assert first.exists() and not late.exists()  # read after Stop: never run
+    finally:
+        worker.kill()
+        worker.wait()
+        channel.close()

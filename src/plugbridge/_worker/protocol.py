@@ -169,9 +169,12 @@ class Stats(_Message, tag=17):
 
 
 class Stopped(_Message, tag=18):
-    """``error``: why shutdown failed, or None."""
+    """``error``: why shutdown failed, or None. ``unanswered``: the calls read before
+    ``Stop`` whose answers were not sent (they may have run); any other call the host
+    still waits for was never run (the worker stopped before reading it, or refused it)."""
 
     error: str | None
+    unanswered: list[int]
 
 
 class Fatal(_Message, tag=19):

@@ -10,6 +10,7 @@ returns to waiting when its call ends; a few idle ones are kept, the rest exit.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import sys
 import threading
@@ -24,6 +25,7 @@ from .._errors import (
     PluginError,
     TooManyRequests,
     describe_exception,
+    not_active,
     not_carried_as_json,
 )
 from .._levels import LogLevel
@@ -60,7 +62,10 @@ class WorkerServer:
         self._read_lock = threading.Lock()
         self._count_lock = threading.Lock()
         self._waiting = 0
-        self._busy = 0
+        self._running: dict[int, CallSlot] = {}
+        """Calls read whose work has not ended yet (under ``_count_lock``)."""
+        self._stopping = False
+        """``Stop`` has been read: calls read after it are refused, never run."""
         self._cancellable = CancellableCalls(transport)
 
     def run(self) -> NoReturn:
@@ -83,26 +88,30 @@ class WorkerServer:
         work: Callable[[], None] | None = None
         try:
             message = self._receive()
-            if type(message) is Call and message.cancellable:
-                with self._count_lock:
-                    self._busy += 1
+            if type(message) is Call and self._stopping:
+                self._refuse(message)
+            elif type(message) is Call and message.cancellable:
                 slot = CallSlot(self._channel, message)
-                self._cancellable.start(message, slot, self._call_ended)
-            elif type(message) is Call:
                 with self._count_lock:
-                    self._busy += 1
+                    self._running[message.id] = slot
+                self._cancellable.start(message, slot, functools.partial(self._call_ended, slot))
+            elif type(message) is Call:
+                slot = CallSlot(self._channel, message)
+                with self._count_lock:
+                    self._running[message.id] = slot
                     lonely = self._waiting == 0
                 if lonely:
                     threading.Thread(
                         target=self._follow, name="plugbridge-call", daemon=True
                     ).start()
                 call = message
-                work = lambda: self._run_call(call)  # noqa: E731
+                work = lambda: self._run_call(call, slot)  # noqa: E731
             elif type(message) is Cancel:
                 self._cancellable.cancel(message.id)
             elif type(message) is SetLevel:
                 self._set_log_level(message.level)
             elif type(message) is Stop:
+                self._stopping = True  # before anyone reads the next frame
                 timeout = message.timeout
                 work = lambda: self._stop(timeout)  # noqa: E731
             else:
@@ -132,8 +141,14 @@ class WorkerServer:
         self._sink.level = level
         self._transport.set_log_level(level)
 
-    def _run_call(self, call: Call) -> None:
+    def _refuse(self, call: Call) -> None:
+        """A call read after ``Stop``: answered at once, never run (the host may then
+        send it to another instance)."""
         slot = CallSlot(self._channel, call)
+        slot.release()
+        slot.fail(not_active(self._transport.metadata.name, "STOPPING"))
+
+    def _run_call(self, call: Call, slot: CallSlot) -> None:
         try:
             payload = self._transport.call_json(
                 call.type_tag, call.payload, call.timeout, slot.release
@@ -145,11 +160,11 @@ class WorkerServer:
         else:
             slot.succeed(payload)
         finally:
-            self._call_ended()
+            self._call_ended(slot)
 
-    def _call_ended(self) -> None:
+    def _call_ended(self, slot: CallSlot) -> None:
         with self._count_lock:
-            self._busy -= 1
+            self._running.pop(slot.id, None)
 
     def _stop(self, timeout: float) -> NoReturn:
         deadline = time.monotonic() + timeout
@@ -160,9 +175,11 @@ class WorkerServer:
             error = exc.message
         except BaseException as exc:
             error = describe_exception(exc)
-        while self._busy and time.monotonic() < deadline:
+        while self._running and time.monotonic() < deadline:
             time.sleep(0.002)  # let answers of drained calls reach the host first
-        send(self._channel, Stopped(error))
+        with self._count_lock:
+            unanswered = [i for i, slot in self._running.items() if not slot.reported]
+        send(self._channel, Stopped(error, unanswered))
         exit_now(0)
 
 
@@ -171,11 +188,11 @@ class CallSlot:
     follows when it does. Whatever the failure, it reaches the host as a ``PluginError``.
     Only the first answer and the first release count."""
 
-    __slots__ = ("_channel", "_id", "_lock", "_released", "_reported", "_type_tag")
+    __slots__ = ("_channel", "_lock", "_released", "_reported", "_type_tag", "id")
 
     def __init__(self, channel: Channel[HostMessage], call: Call) -> None:
         self._channel = channel
-        self._id = call.id
+        self.id = call.id
         self._type_tag = call.type_tag
         self._lock = threading.Lock()
         self._released = False
@@ -187,12 +204,17 @@ class CallSlot:
                 return
             self._released = True
             if self._reported:
-                send(self._channel, Released(self._id))
+                send(self._channel, Released(self.id))
+
+    @property
+    def reported(self) -> bool:
+        """Whether the call's answer has been sent."""
+        return self._reported
 
     def succeed(self, payload: bytes) -> None:
         with self._lock:
             self._reported = True
-            send(self._channel, Result(self._id, payload, self._released))
+            send(self._channel, Result(self.id, payload, self._released))
 
     def fail(self, exc: BaseException) -> None:
         error = call_error(self._type_tag, exc)
@@ -200,7 +222,7 @@ class CallSlot:
             if self._reported:
                 return
             self._reported = True
-            send(self._channel, Failure(self._id, int(error.code), error.message, self._released))
+            send(self._channel, Failure(self.id, int(error.code), error.message, self._released))
 
 
 def call_error(type_tag: str, exc: BaseException) -> PluginError:

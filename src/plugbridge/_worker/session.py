@@ -108,6 +108,8 @@ class WorkerSession:
         self._stopping = False
         self._stopped_error: str | bool | None = False
         """False until ``Stopped`` arrives; then its error (None: a clean stop)."""
+        self._unanswered: frozenset[int] | None = None
+        """Once ``Stopped`` arrives: the calls the worker read but did not answer."""
         self._stopped = threading.Event()
         self._stop_end_problem: str | None = None
         """Why the channel ended while stopping, if it was broken."""
@@ -357,6 +359,7 @@ class WorkerSession:
         elif kind is Stats:
             self.rejected = message.rejected  # type: ignore[union-attr]
         elif kind is Stopped:
+            self._unanswered = frozenset(message.unanswered)  # type: ignore[union-attr]
             self._stopped_error = message.error  # type: ignore[union-attr]
             self._stopped.set()
         elif kind is Fatal:
@@ -390,9 +393,9 @@ class WorkerSession:
             entry.release()
             self._pending.pop(call_id, None)
 
-    def _take_all_pending(self) -> list[_Pending]:
+    def _take_all_pending(self) -> list[tuple[int, _Pending]]:
         """Empty the table of calls in flight (under ``_lock``); the caller settles them."""
-        pending = list(self._pending.values())
+        pending = list(self._pending.items())
         self._pending.clear()
         return pending
 
@@ -416,7 +419,7 @@ class WorkerSession:
             self._lifecycle.try_move(LifecycleState.FAILED)
         self._pump.join(1.0)  # its last words (a faulthandler traceback) come first
         self.log.emit(LogLevel.ERROR, "plugbridge", message)
-        for entry in pending:
+        for _, entry in pending:
             entry.release()
             entry.completion.settle(None, PluginCrashed(message))
         self._finish(time.monotonic() + 1.0)
@@ -506,7 +509,11 @@ class WorkerSession:
             self.process.close_pidfd()  # nobody waits on it any more
         if self._pump.join(max(0.05, deadline - time.monotonic())):
             self.process.close_pipes()
-        for entry in pending:
+        unanswered = self._unanswered
+        for call_id, entry in pending:
             entry.release()
-            entry.completion.settle(None, cancelled_by_shutdown())
+            if unanswered is None or call_id in unanswered:  # it may have run
+                entry.completion.settle(None, cancelled_by_shutdown())
+            else:  # never run: not ACTIVE, so a reload sends it to the new instance
+                entry.completion.settle(None, not_active(self.metadata.name, "STOPPING"))
         self.log.close()
