@@ -208,21 +208,23 @@ class CallSlot:
 
     @property
     def reported(self) -> bool:
-        """Whether the call's answer has been sent."""
+        """Whether the call's answer has been sent. Set only once the frame is out, so a
+        call ``Stopped`` lists as unanswered may have been answered just before it, never
+        the other way round (the host would otherwise retry a call that ran)."""
         return self._reported
 
     def succeed(self, payload: bytes) -> None:
         with self._lock:
-            self._reported = True
             send(self._channel, Result(self.id, payload, self._released))
+            self._reported = True
 
     def fail(self, exc: BaseException) -> None:
         error = call_error(self._type_tag, exc)
         with self._lock:
             if self._reported:
                 return
-            self._reported = True
             send(self._channel, Failure(self.id, int(error.code), error.message, self._released))
+            self._reported = True
 
 
 def call_error(type_tag: str, exc: BaseException) -> PluginError:
