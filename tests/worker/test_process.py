@@ -183,6 +183,7 @@ def test_an_interrupt_at_any_step_of_a_spawn_leaves_nothing(
     # starting its thread is part of it), until one has fewer steps. After each, whatever
     # was spawned is killed and reaped, and the next spawn works (nothing left waiting
     # for a spawner thread that never started).
+    spawner_threads = _spawner_threads()
     for at in itertools.count(1):
         spawner = process_module._Spawner()
         monkeypatch.setattr(process_module, "_SPAWNER", spawner)
@@ -207,6 +208,8 @@ def test_an_interrupt_at_any_step_of_a_spawn_leaves_nothing(
         for process in (*spawned, after.value):
             process.close_pidfd()
             process.close_pipes()
+        assert wait_until(lambda: _spawner_threads() == spawner_threads), f"{where}: a thread"
+        _forget_unstarted_spawners()
         if hook.struck is None:
             break
     assert at > 5  # the hook did see the spawn's steps
@@ -217,6 +220,21 @@ SLEEPS = [sys.executable, "-c", "import time; time.sleep(60)"]
 
 def _all_reaped(processes: list[WorkerProcess]) -> bool:
     return all(process.poll() is not None for process in processes)
+
+
+def _spawner_threads() -> int:
+    # Running ones: a Thread.start interrupted before the thread exists leaves the object
+    # in threading's own "limbo" list (CPython's doing), though no thread ever ran.
+    return sum(t.name == "plugbridge-spawner" and t.is_alive() for t in threading.enumerate())
+
+
+def _forget_unstarted_spawners() -> None:
+    """Take out of ``threading``'s limbo a spawner thread whose start was interrupted before
+    it ran (CPython leaves it there, counted by ``active_count``): later tests count threads."""
+    limbo: dict[threading.Thread, threading.Thread] = threading._limbo  # type: ignore[attr-defined]
+    for thread in list(limbo):
+        if thread.name == "plugbridge-spawner" and not thread.is_alive():
+            limbo.pop(thread, None)
 
 
 def _none_live(spawner: Any) -> bool:

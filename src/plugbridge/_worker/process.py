@@ -44,10 +44,11 @@ class _Spawner:
     def run(self, job: Callable[[], Any]) -> Any:
         answer: _Answer = queue.SimpleQueue()
         abandoned: list[bool] = []
+        jobs: queue.SimpleQueue[_Job | None] | None = None
         try:
             with self._lock:
                 if self._jobs is None:
-                    jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+                    jobs = queue.SimpleQueue()
                     thread = threading.Thread(
                         target=_serve_jobs,
                         args=(jobs, self),
@@ -68,6 +69,8 @@ class _Spawner:
                 self._jobs.put((job, answer, abandoned))
             result, error = answer.get()
         except BaseException:
+            if jobs is not None and self._jobs is not jobs:
+                jobs.put(None)  # its thread started, but was never made known: it ends
             abandoned.append(True)  # first: the spawner thread ends it, if it comes later
             self.discard(answer)
             raise
