@@ -81,3 +81,70 @@ def test_a_raising_log_callback_is_contained_on_every_host_thread(
         assert wait_until(lambda: callback.got(3))
         assert plugin.state is plugbridge.LifecycleState.ACTIVE
     assert any(name.endswith("-output") for name in callback.threads)  # the pump too
+
+
+SLOW_RECORD = """
+    import logging
+    from plugbridge import Plugin, handler
+
+    log = logging.getLogger("slowrecord")
+
+    class SlowRecord(Plugin):
+        name = "slowrecord"
+
+        @handler("log")
+        def log_it(self, ctx, req):
+            log.warning(req)
+            return req
+
+        def on_stop(self, ctx):
+            if ctx.data.get("fail_stop"):
+                raise RuntimeError("on_stop failed on purpose")
+"""
+
+
+@pytest.mark.parametrize("fail_stop", [False, True])
+def test_a_busy_log_callback_does_not_decide_whether_shutdown_failed(
+    write_plugin: Callable[..., Path], fail_stop: bool
+) -> None:
+    # The host thread delivering a record is held by the callback while the worker
+    # stops, so the worker's Stopped frame waits unread: the worker's exit status still
+    # tells a clean stop from a failed one.
+    source = write_plugin(SLOW_RECORD, name="slowrecord.py")
+    entered, leave = threading.Event(), threading.Event()
+
+    def callback(level: object, target: str, message: str) -> None:
+        if message == "hold":
+            entered.set()
+            leave.wait(30)
+
+    plugin = plugbridge.load(
+        source,
+        isolation="process",
+        log_callback=callback,
+        config={"data": {"fail_stop": fail_stop}},
+    )
+    outcome: list[object] = []
+
+    def call() -> None:
+        try:
+            outcome.append(plugin.call("log", "hold"))
+        except plugbridge.PluginError as exc:
+            outcome.append(exc)
+
+    caller = threading.Thread(target=call)
+    caller.start()
+    try:
+        assert entered.wait(10)
+        if fail_stop:
+            with pytest.raises(plugbridge.ShutdownFailed, match="failed to stop"):
+                plugin.shutdown(timeout=1.0)
+            assert plugin.state is plugbridge.LifecycleState.FAILED
+        else:
+            plugin.shutdown(timeout=1.0)
+            assert plugin.state is plugbridge.LifecycleState.STOPPED
+    finally:
+        leave.set()
+        caller.join(10)
+    # Its answer was still unread when shutdown returned: the call ends as cancelled.
+    assert [type(o) for o in outcome] == [plugbridge.Cancelled], outcome

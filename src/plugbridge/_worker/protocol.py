@@ -168,6 +168,12 @@ class Stats(_Message, tag=17):
     rejected: int
 
 
+EXIT_STOP_FAILED = 4
+"""Exit status of a worker whose instance failed to stop (its ``Stopped`` frame says why);
+a worker that stopped cleanly exits with 0. The host relies on it when it could not read
+``Stopped`` in time (its reader was held by a slow log callback)."""
+
+
 class Stopped(_Message, tag=18):
     """``error``: why shutdown failed, or None. ``unanswered``: the calls read before
     ``Stop`` whose answers were not sent (they may have run); any other call the host

@@ -32,6 +32,7 @@ from .._levels import LogLevel
 from .._logsink import LogSink
 from .._transport import Transport
 from .protocol import (
+    EXIT_STOP_FAILED,
     Call,
     Cancel,
     Channel,
@@ -180,7 +181,7 @@ class WorkerServer:
         with self._count_lock:
             unanswered = [i for i, slot in self._running.items() if not slot.reported]
         send(self._channel, Stopped(error, unanswered))
-        exit_now(0)
+        exit_now(0 if error is None else EXIT_STOP_FAILED)
 
 
 class CallSlot:

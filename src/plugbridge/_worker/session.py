@@ -46,6 +46,7 @@ from .._transport import Release
 from .launch import StartedWorker, log_record, start_worker
 from .process import WorkerProcess
 from .protocol import (
+    EXIT_STOP_FAILED,
     MAX_FRAME_ENV,
     Call,
     Cancel,
@@ -68,6 +69,11 @@ from .reading import ReadingTurn
 WORKER_STOP_SHARE = 0.8
 """Share of the shutdown timeout the worker gets to stop its instance; the rest is the
 host's, to terminate, kill and reap a worker that did not."""
+
+STOPPED_GRACE = 0.1
+"""Seconds the reader gets to read ``Stopped`` once the worker has ended (it wrote the frame
+before): a reader held longer by a slow log callback is not waited for (the exit status
+says whether the stop was clean)."""
 
 EXIT_WAIT = 1.0
 """Seconds a worker whose channel ended gets to exit before it is killed: the crash report
@@ -460,7 +466,8 @@ class WorkerSession:
         with contextlib.suppress(OSError):  # SendTimeout too: a frozen worker is ended below
             self.channel.send(Stop(timeout * WORKER_STOP_SHARE), host_share)
         self._turn.wake()
-        self._stopped.wait(max(0.0, host_share - time.monotonic()))
+        if self.process.wait(host_share - time.monotonic()) is not None:  # it wrote Stopped
+            self._stopped.wait(min(STOPPED_GRACE, deadline - time.monotonic()))  # before
         broken = self._stop_end_problem  # before we end it (ending it breaks the channel)
         code = self.process.end(host_share)
         problem = self._stop_problem(code, timeout, broken)
@@ -478,6 +485,13 @@ class WorkerSession:
         error, pid, ended = self._stopped_error, self.process.pid, self.process.describe()
         if error is False and broken is not None:
             return f"worker process {pid} {broken} while stopping; it {ended}"
+        if error is False and code == 0:  # a clean stop whose Stopped frame was not read
+            return None  # in time: a slow log callback held the reader
+        if error is False and code == EXIT_STOP_FAILED:
+            return (
+                f"plugin {self.metadata.name!r} failed to stop in worker process {pid} "
+                "(why was not read in time: the log callback was busy)"
+            )
         if error is False:
             return (
                 f"worker process {pid} did not stop within the shutdown timeout "
