@@ -15,14 +15,8 @@ import pytest
 
 import plugbridge
 from plugbridge import LifecycleState
-from plugbridge._worker.protocol import (
-    MAX_FRAME_ENV,
-    NOT_READY,
-    RETAINED_BUFFER,
-    Channel,
-    Result,
-    WorkerMessage,
-)
+from plugbridge._worker.channel import MAX_FRAME_ENV, NOT_READY, RETAINED_BUFFER, Channel
+from plugbridge._worker.protocol import Result, WorkerMessage
 
 from .test_faults import alive
 
@@ -62,7 +56,7 @@ FRAMES = """
 
         @handler("buffers")
         def buffers(self, ctx, req):
-            from plugbridge._worker.protocol import Channel
+            from plugbridge._worker.channel import Channel
             return [len(o._buffer) for o in gc.get_objects() if isinstance(o, Channel)]
 """
 

@@ -14,17 +14,15 @@ import pytest
 
 import plugbridge
 from plugbridge import LifecycleState
+from plugbridge._worker.channel import MAX_FRAME, Channel, ProtocolError
 from plugbridge._worker.launch import worker_command
 from plugbridge._worker.protocol import (
-    MAX_FRAME,
     PROTOCOL_VERSION,
     Call,
-    Channel,
     Failure,
     Hello,
     HostMessage,
     Named,
-    ProtocolError,
     PythonPlugin,
     Ready,
     Result,

@@ -30,14 +30,13 @@ from .._levels import LogLevel, from_stdlib
 from .._logsink import InstanceLog, LogSink, attributed_instance
 from .._sources import NativeSource, PythonSource, Source
 from .._transport import Transport
+from .channel import Channel, ProtocolError
 from .protocol import (
     PROTOCOL_VERSION,
-    Channel,
     HostMessage,
     Log,
     Named,
     NativePlugin,
-    ProtocolError,
     Ready,
     Start,
     StartFailed,

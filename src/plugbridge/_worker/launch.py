@@ -26,18 +26,16 @@ from .._levels import LogLevel
 from .._logsink import InstanceLog, LogSink
 from .._sources import NativeSource, Source
 from .._transport import PluginMetadata
+from .channel import NOT_READY, Channel, ProtocolError
 from .output import OutputPump
 from .process import WorkerProcess
 from .protocol import (
-    NOT_READY,
     PROTOCOL_VERSION,
-    Channel,
     Fatal,
     Hello,
     Log,
     Named,
     NativePlugin,
-    ProtocolError,
     PythonPlugin,
     Ready,
     Start,

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from .protocol import poll_ms
+from .channel import poll_ms
 
 _Answer = queue.SimpleQueue[tuple[Any, BaseException | None]]
 _Job = tuple[Callable[[], Any], _Answer, list[bool]]

@@ -23,8 +23,9 @@ import time
 from collections.abc import Callable, Sized
 
 from .._calls.completion import ThreadCompletion
+from .channel import NOT_READY, Channel, ProtocolError, _NotReady, poll_ms
 from .process import WorkerProcess
-from .protocol import NOT_READY, Channel, ProtocolError, WorkerMessage, _NotReady, poll_ms
+from .protocol import WorkerMessage
 
 IDLE_GRACE = 0.005
 """Seconds the reader thread leaves the channel to sync callers after one's turn ended

@@ -31,14 +31,13 @@ from .._errors import (
 from .._levels import LogLevel
 from .._logsink import LogSink
 from .._transport import Transport
+from .channel import Channel, ProtocolError
 from .protocol import (
     EXIT_STOP_FAILED,
     Call,
     Cancel,
-    Channel,
     Failure,
     HostMessage,
-    ProtocolError,
     Released,
     Result,
     SetLevel,

@@ -43,21 +43,18 @@ from .._lifecycle import Lifecycle, LifecycleState
 from .._logsink import LogSink
 from .._sources import Source
 from .._transport import Release
+from .channel import MAX_FRAME_ENV, FrameTooLarge, ProtocolError, SendTimeout
 from .launch import StartedWorker, log_record, start_worker
 from .process import WorkerProcess
 from .protocol import (
     EXIT_STOP_FAILED,
-    MAX_FRAME_ENV,
     Call,
     Cancel,
     Failure,
     Fatal,
-    FrameTooLarge,
     Log,
-    ProtocolError,
     Released,
     Result,
-    SendTimeout,
     SetLevel,
     Stats,
     Stop,
