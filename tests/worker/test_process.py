@@ -141,9 +141,19 @@ def test_a_spawn_its_caller_stopped_waiting_for_is_ended(ended: list[WorkerProce
     interrupter.join()
     go_on.set()
     process, helper = spawned.get(timeout=10)
-    assert wait_until(lambda: process.poll() is not None and not alive(helper))
+    assert wait_until(lambda: process.poll() is not None and not alive(helper)), (
+        f"worker {process.pid}: {process.describe()}; helper {helper}: {_proc_state(helper)}"
+    )
     assert process.pidfd is None
     assert wait_until(lambda: process_module._SPAWNER._live == live)
+
+
+def _proc_state(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            return " ".join(line.strip() for line in status if line.startswith(("State", "PPid")))
+    except FileNotFoundError:
+        return "gone"
 
 
 def spawn_here() -> tuple[WorkerProcess, int]:
