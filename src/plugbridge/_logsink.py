@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 
 from ._levels import LogLevel, to_stdlib
+from ._steadylog import steady_logger
 
 LogCallback = Callable[[LogLevel, str, str], None]
 """``callback(level, target, message)``: target is the logger name the plugin author used."""
@@ -49,7 +50,7 @@ class LogSink:
         self.lock = threading.RLock()
         self._backlog: collections.deque[Record] = collections.deque()
         self._dropped = 0
-        self._fallback = logging.getLogger("plugbridge.plugin")
+        self._fallback = steady_logger("plugbridge.plugin")
         self._callback_failed = False
         self._close_by: float | None = None
         """While closes wait for a busy callback: the moment they stop waiting. Shared by
@@ -57,10 +58,10 @@ class LogSink:
         all, not three times; cleared once a close gets the lock."""
 
     def name_plugin(self, name: str) -> None:
-        """Records without a callback go to ``plugbridge.plugin.<name>``."""
-        self._fallback = logging.getLogger(
-            f"plugbridge.plugin.{name}" if name else "plugbridge.plugin"
-        )
+        """Records without a callback go to ``plugbridge.plugin.<name>``: a steady logger
+        (see ``_steadylog``), which no reconfiguration of the host's logging disables;
+        its level, handlers and propagation are the host's to set."""
+        self._fallback = steady_logger(f"plugbridge.plugin.{name}" if name else "plugbridge.plugin")
 
     def instance_log(self) -> InstanceLog:
         return InstanceLog(self)

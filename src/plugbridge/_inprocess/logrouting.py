@@ -5,7 +5,9 @@ Two paths, both ending in the instance's ``InstanceLog``:
 * The plugin's own loggers live under its private namespace (``_plugbridge_<n>.*``). The
   namespace logger carries the instance's level (so a filtered-out ``log.debug`` costs one
   cached check) and one handler, and does not propagate: those records go to this instance
-  only, from any thread.
+  only, from any thread. Those loggers are steady (``_steadylog``): a reconfiguration of
+  the host's logging (``dictConfig``, ``fileConfig``, ...) neither disables them nor
+  closes the instance's routing.
 * Records of other libraries are attributed when they are created: while at least one
   instance lives, the log record factory is wrapped, and a new record also goes to the
   instance whose code runs in the current context (a ContextVar the runtime sets for
@@ -22,41 +24,47 @@ from typing import Any
 
 from .._levels import LogLevel, from_stdlib, to_stdlib
 from .._logsink import InstanceLog, attributed_instance
+from .._steadylog import (
+    cut_off,
+    loggers_under,
+    logging_lock,
+    release_subtree,
+    steady_logger,
+    steady_subtree,
+)
 from .namespace import NAMESPACE_PREFIX, PluginNamespace
 
 
-class InstanceLogRouter(logging.Handler):
-    """One in-process instance's stdlib logging: its loggers, its level, its records."""
+class InstanceLogRouter:
+    """One in-process instance's stdlib logging: its loggers, its level, its records.
+
+    The instance's loggers are steady (``_steadylog``): no reconfiguration of the host's
+    logging disables them. Their handler is not this object but a ``_NamespaceHandler``
+    that logging may close as it likes (``dictConfig`` and ``fileConfig`` close every
+    handler logging knows of, and so does ``logging.shutdown`` at exit): only ``close``
+    here, when plugbridge stops the instance, cuts the instance off.
+    """
 
     def __init__(self, namespace: PluginNamespace, log: InstanceLog, level: LogLevel) -> None:
-        super().__init__(logging.NOTSET)
         self.namespace = namespace
         self.log = log
         self.plugin_name = ""
         self.threshold = to_stdlib(level)
-        self.root_logger = logging.getLogger(namespace.name)
+        self.root_logger = steady_subtree(namespace.name)
         self.root_logger.propagate = False
         self.root_logger.setLevel(self.threshold)
-        self.root_logger.addHandler(self)
+        self.root_logger.addHandler(_NamespaceHandler(self.deliver))
         _ATTRIBUTION.register()
         self._registered = True
 
     def context_logger(self, plugin_name: str) -> logging.Logger:
         """``ctx.logger``: a logger of this instance whose target is the plugin's name."""
         self.plugin_name = plugin_name
-        return logging.getLogger(f"{self.namespace.name}.{plugin_name or 'plugin'}")
+        return steady_logger(f"{self.namespace.name}.{plugin_name or 'plugin'}")
 
     def set_log_level(self, level: LogLevel) -> None:
         self.threshold = to_stdlib(level)
         self.root_logger.setLevel(self.threshold)  # clears logging's cached level checks
-
-    # A Handler's handle() takes a lock and runs filters; neither is needed here.
-    def handle(self, record: logging.LogRecord) -> bool:
-        self.deliver(record)
-        return True
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.deliver(record)
 
     def deliver(self, record: logging.LogRecord) -> None:
         if record.levelno < self.threshold:
@@ -72,24 +80,36 @@ class InstanceLogRouter(logging.Handler):
             _ATTRIBUTION.unregister()
         manager = logging.Logger.manager
         prefix = self.namespace.name
-        with _logging_lock():
-            names = [n for n in manager.loggerDict if n == prefix or n.startswith(prefix + ".")]
-            for name in names:
-                logger = manager.loggerDict[name]
-                if isinstance(logger, logging.Logger):
-                    # Level first: logging only clears caches of loggers still listed.
-                    logger.setLevel(to_stdlib(LogLevel.OFF))
-                    logger.disabled = True
-                    logger.handlers.clear()
-            for name in names:
-                manager.loggerDict.pop(name, None)
-        super().close()
+        with logging_lock():
+            release_subtree(prefix)
+            loggers = loggers_under(prefix)
+            for logger in loggers:
+                # Level first: logging only clears caches of loggers still listed.
+                logger.setLevel(to_stdlib(LogLevel.OFF))
+                cut_off(logger)
+                logger.handlers.clear()
+            for logger in loggers:
+                manager.loggerDict.pop(logger.name, None)
 
 
-def _logging_lock() -> threading.RLock:
-    lock = logging._lock  # type: ignore[attr-defined]
-    assert lock is not None
-    return lock  # type: ignore[no-any-return]
+class _NamespaceHandler(logging.Handler):
+    """The one handler of an instance's namespace logger: hands records to its router."""
+
+    def __init__(self, deliver: Callable[[logging.LogRecord], None]) -> None:
+        super().__init__(logging.NOTSET)
+        self._deliver = deliver
+
+    # A Handler's handle() takes a lock and runs filters; neither is needed here.
+    def handle(self, record: logging.LogRecord) -> bool:
+        self._deliver(record)
+        return True
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self._deliver(record)
+
+    def close(self) -> None:
+        """Logging's close (a reconfiguration, ``logging.shutdown``): nothing to release,
+        and the instance's records keep flowing; ``InstanceLogRouter.close`` ends them."""
 
 
 def _message(record: logging.LogRecord) -> str:

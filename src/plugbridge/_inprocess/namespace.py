@@ -27,6 +27,7 @@ from pathlib import Path
 from .._errors import InitializationFailed, describe_exception
 from .._plugin import Plugin
 from .._sources import PythonSource
+from .._steadylog import steady_logger
 
 NAMESPACE_PREFIX = "_plugbridge_"
 _numbers = itertools.count(1)
@@ -54,6 +55,11 @@ class _FreshSourceLoader(importlib.machinery.SourceFileLoader):
             ast.fix_missing_locations(tree)
             return compile(tree, self.path, "exec", dont_inherit=True)
         return compile(source, self.path, "exec", dont_inherit=True)
+
+    def exec_module(self, module: types.ModuleType) -> None:
+        # The module's ``getLogger(__name__)``, steady from its creation (see _steadylog).
+        steady_logger(module.__name__)
+        super().exec_module(module)
 
 
 class _SelfImports(ast.NodeTransformer):
