@@ -18,6 +18,7 @@ from ._errors import (
     Timeout,
     not_active,
 )
+from ._forking import ForkedTransport, forked, track_handle
 from ._levels import LogLevel, parse_level
 from ._lifecycle import LifecycleState
 from ._logsink import LogSink
@@ -43,7 +44,10 @@ class PluginHandle:
         self._closed = False
         self._retired_rejections = 0
         """Refusals counted inside instances that a reload replaced."""
+        self._forked = False
+        """This is a forked child's copy of a handle loaded before the fork (``_forking``)."""
         self._transport: Transport = factory(time.monotonic() + config.start_timeout)
+        track_handle(self)
 
     # -- calls -------------------------------------------------------------------------
     #
@@ -190,6 +194,8 @@ class PluginHandle:
         keeps serving and ``InitializationFailed`` is raised.
         """
         limit = None if timeout is None else checked_seconds("timeout", timeout)
+        if self._forked:
+            raise forked(self.metadata.name)
         with self._swap_lock:
             if self._closed:
                 raise InvalidState("cannot reload a plugin handle that was shut down")
@@ -237,6 +243,31 @@ class PluginHandle:
 
     def close(self) -> None:
         self.shutdown()
+
+    def _forked_in_child(self) -> None:
+        """In a child forked while this handle was alive (``_forking``'s at-fork hook, on
+        the only thread the child has): the instance is the parent's, so calls and reload
+        fail at once, shutdown releases nothing, and state reads STOPPED.
+
+        Everything a thread of the parent may have held at the fork is made afresh here:
+        that thread does not exist in the child, and what it held would stay held forever.
+        The swap lock; the log sink's lock (a callback running at the fork holds it, and
+        the logging module closes an in-process instance's log router at the child's exit,
+        which would wait for it); the limiter, whose slots the parent's calls in flight
+        hold (a child's call must be told why it cannot run, not ``TooManyRequests``).
+        """
+        self._forked = True
+        self._closed = True  # shutdown: nothing to do (and never the parent's transport)
+        self._swap_lock = threading.RLock()
+        self._sink.lock = threading.RLock()
+        limiter = ConcurrencyLimiter(self._config.max_concurrent_ops)
+        limiter.rejected = self._limiter.rejected
+        self._limiter, self._take_slot, self._new_release = (
+            limiter,
+            limiter.take,
+            limiter.new_release,
+        )
+        self._transport = ForkedTransport(self._transport.metadata)
 
     def __enter__(self) -> PluginHandle:
         return self

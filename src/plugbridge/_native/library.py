@@ -35,6 +35,18 @@ _unmapped = threading.Condition(_mapped_lock)
 """Notified each time a library has been unmapped (for ``wait_all_unmapped``)."""
 
 
+def _fresh_lock_in_child() -> None:
+    """In a forked child: a thread of the parent may have held the lock at the fork (it
+    would stay held forever). The copies in ``_mapped`` are the parent's instances': the
+    child never unmaps them (their handles are forked, see ``_forking``)."""
+    global _mapped_lock, _unmapped
+    _mapped_lock = threading.Lock()
+    _unmapped = threading.Condition(_mapped_lock)
+
+
+os.register_at_fork(after_in_child=_fresh_lock_in_child)
+
+
 class PrivateLibrary:
     """One instance's own mapping of a native plugin library."""
 

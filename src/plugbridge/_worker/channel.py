@@ -26,6 +26,8 @@ from typing import Any, Final, Generic, TypeVar
 
 import msgspec
 
+from .._forking import lose_in_forked_children
+
 MAX_FRAME = 1 << 30
 """Default limit on a frame's body (1 GiB): a larger length prefix is garbage, not a frame."""
 MAX_FRAME_ENV = "PLUGBRIDGE_MAX_FRAME"
@@ -376,26 +378,35 @@ class Channel(Generic[M]):
 
     def close_in_forked_children(self) -> None:
         """Make every process forked from this one (``os.fork``, multiprocessing's "fork"
-        start method) lose this channel at once: otherwise a child that outlives this
-        process keeps the socket open and the peer never sees it end.
+        start method) lose this channel at once, if it is still open then: a forked child
+        must neither write into nor read from the peer's stream, nor shut down the socket
+        the two processes then share (that would end it for this process too), nor keep
+        the socket open after this process ends (the peer would never see it end).
 
-        The descriptor is not closed but pointed at ``/dev/null``: its number stays taken
-        (nothing the child opens gets it by chance), and a forked thread that strays back
-        into the protocol fails on its next read or write. Only forks that run Python's
+        In the child the descriptor is not closed but pointed at ``/dev/null``: its number
+        stays taken by the socket object that owns it (nothing the child opens gets it by
+        chance, and the object's eventual close closes ``/dev/null``), and a forked thread
+        that strays back into the protocol fails on its next read or write. One at-fork
+        hook does it for every channel (``_forking``), holding each weakly: a channel
+        closed or collected before a fork is left alone. Only forks that run Python's
         at-fork hooks are covered; ``exec`` is covered by the descriptor being
         non-inheritable (close-on-exec).
         """
+        lose_in_forked_children(self)
+
+    def forget_after_fork(self) -> None:
+        """In a forked child: point the descriptor at ``/dev/null`` (see above). A socket
+        closed before the fork reads -1 (``close`` forgets the number before it closes the
+        descriptor): it is left alone, the number may belong to another file by now."""
         fd = self.sock.fileno()
-
-        def forget_channel() -> None:
-            self._closed = True
-            null = os.open(os.devnull, os.O_RDWR)
-            try:
-                os.dup2(null, fd, inheritable=False)
-            finally:
-                os.close(null)
-
-        os.register_at_fork(after_in_child=forget_channel)
+        if fd < 0:
+            return
+        self._closed = True
+        null = os.open(os.devnull, os.O_RDWR)
+        try:
+            os.dup2(null, fd, inheritable=False)
+        finally:
+            os.close(null)
 
     def shutdown(self) -> None:
         """End both directions: a blocked reader sees the end of stream, a blocked or

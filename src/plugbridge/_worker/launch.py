@@ -91,6 +91,7 @@ def start_worker(
     try:
         host_end.setblocking(False)  # every wait of the host polls the worker's end too
         channel = Channel(host_end, WorkerMessage)
+        channel.close_in_forked_children()  # a forked child of the host must not hold it
         try:
             WorkerProcess.spawn(
                 worker_command(worker_end.fileno()), [worker_end.fileno()], _worker_env(), spawned

@@ -93,6 +93,15 @@ class _Spawner:
         process.close_pidfd()
         process.close_pipes()
 
+    def forget_parent(self) -> None:
+        """In a forked child: the spawner thread, its queue and the workers it counts are
+        the parent's (the thread did not survive the fork, so a job queued for it would wait
+        forever): the child's first spawn starts a spawner thread of the child's own. The
+        lock is new too: a thread of the parent may have held it at the fork."""
+        self._lock = threading.Lock()
+        self._live = 0
+        self._thread = self._jobs = None
+
     def forget(self) -> None:
         """A worker forked here is reaped; the last one ends the spawner thread."""
         with self._lock:
@@ -120,6 +129,7 @@ def _serve_jobs(jobs: queue.SimpleQueue[_Job | None], spawner: _Spawner) -> None
 
 
 _SPAWNER = _Spawner()
+os.register_at_fork(after_in_child=_SPAWNER.forget_parent)
 
 
 class WorkerProcess:
