@@ -34,8 +34,9 @@ from typing import Any
 CUT_OFF = "plugbridge_cut_off"
 """The flag a steady logger's ``disabled`` takes: set by plugbridge alone (``cut_off``)."""
 
-_classes: dict[type[logging.Logger], type[logging.Logger]] = {}
+_steady_of: dict[type[logging.Logger], type[logging.Logger]] = {}
 """Each logger class seen, with its steady subclass."""
+_steady_classes: set[type[logging.Logger]] = set()
 
 _subtrees: set[str] = set()
 """Names of steady loggers whose every descendant is made steady by a reconfiguration."""
@@ -94,13 +95,13 @@ def cut_off(logger: logging.Logger) -> None:
 
 
 def is_steady(logger: logging.Logger) -> bool:
-    return type(logger) in _classes.values()
+    return type(logger) in _steady_classes
 
 
 def _steady_class(base: type[logging.Logger]) -> type[logging.Logger]:
-    if base in _classes.values():
+    if base in _steady_classes:
         return base
-    steady = _classes.get(base)
+    steady = _steady_of.get(base)
     if steady is None:
         base_setattr = base.__setattr__
 
@@ -110,7 +111,7 @@ def _steady_class(base: type[logging.Logger]) -> type[logging.Logger]:
                 _assigned(self)
             base_setattr(self, name, value)
 
-        steady = _classes[base] = type(
+        steady = _steady_of[base] = type(
             base.__name__,  # the same repr as any logger of that class
             (base,),
             {
@@ -120,6 +121,7 @@ def _steady_class(base: type[logging.Logger]) -> type[logging.Logger]:
                 CUT_OFF: False,
             },
         )
+        _steady_classes.add(steady)
     return steady
 
 

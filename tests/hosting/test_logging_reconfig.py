@@ -29,6 +29,7 @@ import pytest
 import plugbridge
 from plugbridge import LogLevel
 from plugbridge._levels import to_stdlib
+from plugbridge._steadylog import is_steady
 
 from ..conftest import LogCapture
 from ..native.build import build_hello_c
@@ -49,6 +50,11 @@ RECON = """
             ctx.logger.info("%s ctx %s", who, req)
             # A logger of the plugin's made after the load (on the first call).
             logging.getLogger(__name__ + ".late").warning("%s late %s", who, req)
+
+        @handler("log_as")
+        def log_as(self, ctx, req):
+            # A logger of the plugin's named by the caller: made on its first use.
+            logging.getLogger(f"{__name__}.{req}").info("%s as %s", ctx.data["who"], req)
 """
 
 KINDS = ["inprocess", "process", "native-inprocess", "native-process"]
@@ -206,17 +212,19 @@ class HostConfig:
 
     root_handlers: tuple[logging.Handler, ...]
     root_level: int
-    loggers: tuple[tuple[str, int, tuple[logging.Handler, ...], bool, bool], ...]
+    loggers: tuple[tuple[str, type, int, tuple[logging.Handler, ...], bool, bool], ...]
+    logger_class: tuple[type | None, type]
 
     @classmethod
     def now(cls) -> HostConfig:
         root = logging.getLogger()
         loggers = tuple(
-            (name, logger.level, tuple(logger.handlers), logger.propagate, logger.disabled)
+            (name, type(lg), lg.level, tuple(lg.handlers), lg.propagate, lg.disabled)
             for name in ("hostapp", "hostlib")
-            for logger in [logging.getLogger(name)]
+            for lg in [logging.getLogger(name)]
         )
-        return cls(tuple(root.handlers), root.level, loggers)
+        logger_class = (logging.Logger.manager.loggerClass, logging.getLoggerClass())
+        return cls(tuple(root.handlers), root.level, loggers, logger_class)
 
 
 # -- the reconfigurations ----------------------------------------------------------------
@@ -403,3 +411,55 @@ def test_records_without_a_callback_reach_the_handler_the_host_configured(
         kind.records("A", "before") + kind.records("B", "before")
     )
     assert plugin_records(fresh) == as_seen(kind.records("A", "after") + kind.records("B", "after"))
+
+
+@pytest.mark.parametrize("isolation", ["inprocess", "process"])
+def test_loggers_made_between_reconfigurations_and_a_reload_survive_the_next_one(
+    isolation: str, write_plugin: Callable[..., Path], host: Host, tmp_path: Path
+) -> None:
+    # After the first reconfiguration logging no longer knows the instance's handler, so
+    # only the loggers themselves can keep a logger made later alive through the next.
+    capture = LogCapture()
+    source = write_plugin(RECON, name="recon_plugin.py")
+    expected: list[Record] = []
+    with plugbridge.load(
+        source, config={"data": {"who": "A"}}, log_callback=capture, isolation=isolation
+    ) as plugin:
+
+        def log_as(*names: str) -> None:
+            for name in names:
+                plugin.call("log_as", name)
+                expected.append((LogLevel.INFO, f"recon_plugin.{name}", f"A as {name}"))
+
+        log_as("one")
+        dict_config(True)(tmp_path)
+        log_as("one", "two")
+        file_config(tmp_path)
+        log_as("one", "two", "three")
+        plugin.reload()
+        log_as("four")
+        dict_config(True)(tmp_path)
+        log_as("four", "five")
+        assert capture.records == expected
+
+
+def test_a_plugins_loggers_are_steady_from_their_creation(
+    write_plugin: Callable[..., Path], host: Host
+) -> None:
+    # Steady from the start, not only once a reconfiguration made them so: a logger whose
+    # class is changed later keeps working, but every record then costs more.
+    source = write_plugin(RECON, name="recon_plugin.py")
+    with plugbridge.load(source, config={"data": {"who": "A"}}) as plugin:
+        plugin.call("log", "x")
+        loggers = {
+            name.partition(".")[2]: logger
+            for name, logger in logging.Logger.manager.loggerDict.items()
+            if name.startswith("_plugbridge_") and isinstance(logger, logging.Logger)
+        }
+        assert {name: is_steady(logger) for name, logger in loggers.items()} == {
+            "": True,  # the namespace's root
+            "recon_plugin": True,  # getLogger(__name__)
+            "recon": True,  # ctx.logger
+            "recon_plugin.late": False,  # made by the plugin after its import: plain so far
+        }
+        assert is_steady(logging.getLogger("plugbridge.plugin.recon"))
