@@ -4,6 +4,10 @@
 (a thousand ``acall``s at once) every write wakes the loop's thread, and the threads then
 fight over the GIL for each callback. An inbox writes once per batch: the first post wakes
 the loop, later posts join the batch until the loop has drained it.
+
+A drain runs at most ``DRAIN_BATCH`` callbacks, then lets the loop do its other work before
+the next batch: a burst of answers is many short callbacks, never one long one (the loop's
+I/O would wait for all of it, and asyncio's debug mode reports any callback over 0.1 s).
 """
 
 from __future__ import annotations
@@ -13,9 +17,15 @@ import collections
 import contextlib
 import contextvars
 import functools
+import threading
 import weakref
 from collections.abc import Callable
 from typing import Any
+
+DRAIN_BATCH = 256
+"""Callbacks one drain runs before it hands the loop back (and schedules the rest)."""
+
+_BATCH = range(DRAIN_BATCH)
 
 
 class LoopInbox:
@@ -58,14 +68,31 @@ class LoopInbox:
             self._scheduled = True
             try:
                 self.loop.call_soon_threadsafe(self._drain, context=self._context)
-            except BaseException:  # a closed loop, or an interrupt between two steps
+            except RuntimeError:  # the loop is closed or gone
+                self.discard()
+                raise
+            except BaseException:  # an interrupt between two steps
                 self._scheduled = False
                 raise
+
+    def discard(self) -> None:
+        """Drop what waits for a loop that is closed: nobody can be woken on it any more,
+        and the callbacks' arguments (futures of that loop) would keep it alive."""
+        self._items.clear()
+        self._scheduled = False
+
+    @property
+    def closed(self) -> bool:
+        """Whether the loop is closed or gone."""
+        loop = self._loop()
+        return loop is None or loop.is_closed()
 
     def _drain(self) -> None:
         self._scheduled = False
         items = self._items
-        while items:
+        for _ in _BATCH:
+            if not items:
+                return
             callback, args = items.popleft()
             try:
                 callback(*args)
@@ -73,6 +100,11 @@ class LoopInbox:
                 self.loop.call_exception_handler(
                     {"message": "plugbridge: callback posted to the loop raised", "exception": exc}
                 )
+        if items and not self._scheduled:
+            # The rest after the loop's other work: queued from its own thread, no wake-up
+            # needed. A poster that saw False meanwhile scheduled a drain too: harmless.
+            self._scheduled = True
+            self.loop.call_soon(self._drain, context=self._context)
 
 
 class LoopInboxes:
@@ -83,13 +115,29 @@ class LoopInboxes:
         self._by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopInbox] = (
             weakref.WeakKeyDictionary()
         )
+        self._adding = threading.Lock()
 
     def get(self, loop: asyncio.AbstractEventLoop) -> LoopInbox:
         inbox = self._by_loop.get(loop)
         if inbox is None:
-            inbox = LoopInbox(loop)
-            with contextlib.suppress(TypeError):  # a loop that cannot be weakly referenced
-                self._by_loop[loop] = inbox
+            with self._adding:
+                inbox = self._add(loop)
+        return inbox
+
+    def _add(self, loop: asyncio.AbstractEventLoop) -> LoopInbox:
+        """A loop's first call. Loops closed since the last one get their queues dropped:
+        ``close`` discards a drain it had not run, and what that drain would have woken
+        (futures of the closed loop) would keep the loop alive for as long as this
+        transport lives. Done here, off the call path: a new loop is rare."""
+        for inbox in list(self._by_loop.values()):
+            if inbox.closed:
+                inbox.discard()
+        known = self._by_loop.get(loop)  # another thread may have added it meanwhile
+        if known is not None:
+            return known
+        inbox = LoopInbox(loop)
+        with contextlib.suppress(TypeError):  # a loop that cannot be weakly referenced
+            self._by_loop[loop] = inbox
         return inbox
 
 
