@@ -252,9 +252,9 @@ class PluginHandle:
         Everything a thread of the parent may have held at the fork is made afresh here:
         that thread does not exist in the child, and what it held would stay held forever.
         The swap lock; the log sink's lock (a callback running at the fork holds it, and
-        the logging module closes an in-process instance's log router at the child's exit,
-        which would wait for it); the limiter, whose slots the parent's calls in flight
-        hold (a child's call must be told why it cannot run, not ``TooManyRequests``).
+        every record the child still hands the sink, or a close of it, would wait for it);
+        the limiter, whose slots the parent's calls in flight hold (a child's call must be
+        told why it cannot run, not ``TooManyRequests``).
         """
         self._forked = True
         self._closed = True  # shutdown: nothing to do (and never the parent's transport)

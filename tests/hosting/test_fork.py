@@ -149,9 +149,23 @@ def source(flavour: Flavour, hello_c: Path, write_plugin: Callable[..., Path]) -
     return write_plugin(FORK_PLUGIN, name="fork_plugin.py")
 
 
+@dataclasses.dataclass(frozen=True)
+class Earlier:
+    """Threads and descriptors of this process before the test loads anything: not the
+    handle's (an earlier test's may still be ending, so they are left out of comparisons)."""
+
+    threads: frozenset[int | None]
+    fds: frozenset[tuple[int, str]]
+
+
 @pytest.fixture
-def loaded(source: Path, flavour: Flavour) -> Iterator[plugbridge.PluginHandle]:
-    settle_threads()
+def earlier() -> Earlier:
+    threads = frozenset(thread.native_id for thread in threading.enumerate())
+    return Earlier(threads, frozenset(open_fds().items()))
+
+
+@pytest.fixture
+def loaded(source: Path, flavour: Flavour, earlier: Earlier) -> Iterator[plugbridge.PluginHandle]:
     copies_before = mapped_count()
     handle = plugbridge.load(source, isolation=flavour.isolation)  # type: ignore[arg-type]
     try:
@@ -159,15 +173,6 @@ def loaded(source: Path, flavour: Flavour) -> Iterator[plugbridge.PluginHandle]:
     finally:
         handle.shutdown()
         assert wait_for_unmapping(copies_before, 10.0), "a private library copy stayed mapped"
-
-
-def settle_threads() -> None:
-    """Let threads of earlier tests' plugins finish ending (a spawner thread, a reader
-    thread), so that the parent's threads compared before and after a fork are its own."""
-    deadline = time.monotonic() + CHILD_LIMIT
-    for thread in threading.enumerate():
-        if thread.name.startswith("plugbridge"):
-            thread.join(max(0.0, deadline - time.monotonic()))
 
 
 # -- what the child does, and what it reports ----------------------------------------------
@@ -292,19 +297,27 @@ def reap(pid: int, deadline: float) -> int:
 
 @dataclasses.dataclass(frozen=True)
 class ParentSnapshot:
-    threads: list[str]
-    """Every OS thread of this process (``/proc/self/task``), C threads included."""
+    threads: list[tuple[str, int | None]]
+    """The threads started since the test began (plugbridge's are all Python threads)."""
     fds: dict[int, str]
-    """Every open descriptor and what it points at (a socket's inode, a pipe's, a file)."""
+    """Descriptors opened since the test began, and what each points at (a socket's inode,
+    a pipe's, a file)."""
     worker: int | None
     copies: int
     """Private copies of native libraries mapped into this process."""
 
 
-def snapshot(handle: plugbridge.PluginHandle) -> ParentSnapshot:
-    return ParentSnapshot(
-        sorted(os.listdir("/proc/self/task")), open_fds(), worker_pid(handle), mapped_count()
+def snapshot(handle: plugbridge.PluginHandle, earlier: Earlier) -> ParentSnapshot:
+    for thread in threading.enumerate():
+        if thread.name.endswith("-init"):  # a native plugin_init's, ending as load returns
+            thread.join(CHILD_LIMIT)
+    threads = sorted(
+        (thread.name, thread.native_id)
+        for thread in threading.enumerate()
+        if thread.native_id not in earlier.threads
     )
+    fds = dict(set(open_fds().items()) - earlier.fds)
+    return ParentSnapshot(threads, fds, worker_pid(handle), mapped_count())
 
 
 def open_fds() -> dict[int, str]:
@@ -339,9 +352,10 @@ def assert_parent_untouched(
     flavour: Flavour,
     before: ParentSnapshot,
     served_before: int | None,
+    earlier: Earlier,
 ) -> None:
     """Nothing of the parent's changed; then its handle calls, reloads and stops cleanly."""
-    assert snapshot(handle) == before
+    assert snapshot(handle, earlier) == before
     assert served(handle, flavour) == served_before  # no call of the child reached it
     assert handle.state is LifecycleState.ACTIVE
     if before.worker is not None:
@@ -359,14 +373,14 @@ def assert_parent_untouched(
 
 
 def test_a_handle_fails_at_once_in_a_forked_child_and_the_parent_is_untouched(
-    loaded: plugbridge.PluginHandle, flavour: Flavour
+    loaded: plugbridge.PluginHandle, flavour: Flavour, earlier: Earlier
 ) -> None:
     handle = loaded
     assert handle.call("echo", {"message": "before"})["message"] == "before"
     served_before = served(handle, flavour)
     fd = channel_fd(handle)
     copies = private_copies_mapped()
-    before = snapshot(handle)
+    before = snapshot(handle, earlier)
 
     def child() -> dict[str, Any]:
         report = use_forked_handle(handle)
@@ -380,7 +394,7 @@ def test_a_handle_fails_at_once_in_a_forked_child_and_the_parent_is_untouched(
     if fd is not None:
         assert report["channel"] == os.devnull
     assert private_copies_mapped() == copies
-    assert_parent_untouched(handle, flavour, before, served_before)
+    assert_parent_untouched(handle, flavour, before, served_before, earlier)
 
 
 def mp_child(handle: plugbridge.PluginHandle, source: str, isolation: str, out: Connection) -> None:
@@ -395,12 +409,12 @@ def mp_child(handle: plugbridge.PluginHandle, source: str, isolation: str, out: 
 
 
 def test_multiprocessing_fork_children_load_their_own_plugins(
-    loaded: plugbridge.PluginHandle, flavour: Flavour, source: Path
+    loaded: plugbridge.PluginHandle, flavour: Flavour, source: Path, earlier: Earlier
 ) -> None:
     handle = loaded
     assert handle.call("echo", {"message": "before"})["message"] == "before"
     served_before = served(handle, flavour)
-    before = snapshot(handle)
+    before = snapshot(handle, earlier)
     context = multiprocessing.get_context("fork")
     receive, send = context.Pipe(duplex=False)
     process = context.Process(
@@ -423,7 +437,7 @@ def test_multiprocessing_fork_children_load_their_own_plugins(
     assert report["own"] == "own"
     if before.worker is not None:
         assert report["own_worker"] not in (None, before.worker)
-    assert_parent_untouched(handle, flavour, before, served_before)
+    assert_parent_untouched(handle, flavour, before, served_before, earlier)
 
 
 EXIT_SCRIPT = """
@@ -484,8 +498,8 @@ def test_a_forked_child_exits_promptly_by_a_normal_exit(
     source: Path, flavour: Flavour, tmp_path: Path
 ) -> None:
     """A plain interpreter exit in the child (atexit hooks, ``logging.shutdown``, which
-    closes an in-process instance's log router, thread joins, module teardown), forked
-    while a parent thread was inside the handle's log callback."""
+    closes every handler logging knows of, thread joins, module teardown), forked while a
+    parent thread was inside the handle's log callback (holding the log sink's lock)."""
     script = tmp_path / "host.py"
     script.write_text(textwrap.dedent(EXIT_SCRIPT))
     done = subprocess.run(
