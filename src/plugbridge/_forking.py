@@ -24,6 +24,7 @@ or read from the parent's channel, or shut down the socket the two processes sha
 
 from __future__ import annotations
 
+import contextlib
 import os
 import weakref
 from typing import TYPE_CHECKING, Any
@@ -99,14 +100,17 @@ def lose_in_forked_children(channel: Channel[Any]) -> None:
 
 def _after_fork_in_child() -> None:
     """In the child, on the forking thread (the only one): nothing else runs, so nothing
-    here takes a lock. Both sets are emptied: the child's own loads start them afresh."""
+    here takes a lock. Both sets are emptied: the child's own loads start them afresh.
+    Handles first, as that cannot fail; a channel that cannot be pointed at ``/dev/null``
+    (no descriptor left) is left as it is: no handle of the child reaches it anyway."""
     channels, handles = list(_channels), list(_handles)
     _channels.clear()
     _handles.clear()
-    for channel in channels:
-        channel.forget_after_fork()
     for handle in handles:
         handle._forked_in_child()
+    for channel in channels:
+        with contextlib.suppress(OSError):
+            channel.forget_after_fork()
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
