@@ -614,10 +614,27 @@ def library_lock() -> Any:
     return library._mapped_lock
 
 
+def attribution_lock() -> Any:
+    from plugbridge._inprocess import logrouting
+
+    return logrouting._ATTRIBUTION._lock
+
+
+def finder_lock() -> Any:
+    from plugbridge._inprocess import namespace
+
+    return namespace._FINDER.lock
+
+
 @pytest.mark.parametrize(
     ("language", "isolation", "lock"),
-    [("native", "inprocess", library_lock), ("python", "process", spawner_lock)],
-    ids=["library-copies", "spawner"],
+    [
+        ("native", "inprocess", library_lock),
+        ("python", "process", spawner_lock),
+        ("python", "inprocess", attribution_lock),
+        ("python", "inprocess", finder_lock),
+    ],
+    ids=["library-copies", "spawner", "log-attribution", "namespace-finder"],
 )
 def test_a_lock_held_at_the_fork_does_not_stop_the_child_loading_its_own(
     language: str,

@@ -17,6 +17,7 @@ Two paths, both ending in the instance's ``InstanceLog``:
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import traceback
 from collections.abc import Callable
@@ -141,6 +142,10 @@ class _Attribution:
         self._lock = threading.Lock()
         self._installed: _AttributingFactory | None = None
 
+    def fresh_lock(self) -> None:
+        """In a forked child: a lock a parent thread held at the fork would stay held."""
+        self._lock = threading.Lock()
+
     def register(self) -> None:
         with self._lock:
             self._users += 1
@@ -182,3 +187,4 @@ _NOT_FOREIGN = (NAMESPACE_PREFIX, "plugbridge")
 """Records of plugin loggers (routed by name) and of plugbridge itself (the host's)."""
 
 _ATTRIBUTION = _Attribution()
+os.register_at_fork(after_in_child=_ATTRIBUTION.fresh_lock)

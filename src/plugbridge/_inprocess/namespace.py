@@ -18,6 +18,7 @@ import importlib.abc
 import importlib.machinery
 import importlib.util
 import itertools
+import os
 import sys
 import threading
 import types
@@ -120,6 +121,10 @@ class _NamespaceFinder(importlib.abc.MetaPathFinder):
         """Live namespaces, each with its plugin's own package name (None: not a package)."""
         self.lock = threading.Lock()
 
+    def fresh_lock(self) -> None:
+        """In a forked child: a lock a parent thread held at the fork would stay held."""
+        self.lock = threading.Lock()
+
     def find_spec(
         self,
         fullname: str,
@@ -188,6 +193,7 @@ def _spec(
 
 
 _FINDER = _NamespaceFinder()
+os.register_at_fork(after_in_child=_FINDER.fresh_lock)
 
 
 class PluginNamespace:
