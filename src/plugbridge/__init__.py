@@ -2,6 +2,7 @@
 
 from ._config import PluginConfig
 from ._errors import (
+    BundleError,
     Cancelled,
     ConfigError,
     ErrorCode,
@@ -30,6 +31,7 @@ from ._transport import PluginMetadata
 __version__ = "0.2.0"
 
 __all__ = [
+    "BundleError",
     "Cancelled",
     "ConfigError",
     "ErrorCode",

@@ -49,6 +49,10 @@ class InitializationFailed(PluginError):
     code = ErrorCode.INITIALIZATION_FAILED
 
 
+class BundleError(InitializationFailed):
+    """Anything wrong with a rustbridge ``.rbp`` bundle (its message names the problem)."""
+
+
 class ShutdownFailed(PluginError):
     code = ErrorCode.SHUTDOWN_FAILED
 

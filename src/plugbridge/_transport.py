@@ -33,6 +33,10 @@ class PluginMetadata:
     name: str
     version: str
     type_tags: tuple[str, ...]
+    trust: str = "unsigned"
+    """For a bundle: ``"trusted"`` (signed by a trusted key), ``"self-signed"`` (valid
+    against the bundle's own key only) or ``"unsigned"``; Python plugins and bare libraries
+    are ``"unsigned"``."""
 
 
 class Transport(ABC):
