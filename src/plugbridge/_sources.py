@@ -1,16 +1,25 @@
-"""What a ``source`` argument names: a Python file, package, module path, or shared library."""
+"""What a ``source`` argument names: a Python file, package, module path, shared library or
+rustbridge bundle."""
 
 from __future__ import annotations
 
 import importlib.util
 import os
 import re
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ._errors import InitializationFailed
+import msgspec
+
+from ._errors import BundleError, InitializationFailed
+
+if TYPE_CHECKING:
+    from ._bundle.minisign import PublicKey
 
 NATIVE_SUFFIXES = (".so", ".dylib", ".dll")
+BUNDLE_SUFFIX = ".rbp"
 _DOTTED = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*(:[A-Za-z_]\w*)?$")
 
 
@@ -39,18 +48,71 @@ class PythonSource:
         return file if file.is_file() else None
 
 
+class BundledLibrary(msgspec.Struct, frozen=True, array_like=True):
+    """A bundle's library for this machine, verified: its bytes and what the manifest says.
+
+    It crosses to a worker process as it is (the worker loads these bytes, never the
+    bundle): the checks are the host's, and nothing is extracted to disk on either side.
+    """
+
+    name: str
+    """The manifest's ``plugin.name``."""
+    version: str
+    """The manifest's ``plugin.version``."""
+    trust: str
+    """``"trusted"``, ``"self-signed"`` or ``"unsigned"`` (see ``PluginMetadata.trust``)."""
+    library: str
+    """Its path inside the bundle (``lib/linux-x86_64/release/libhello.so``)."""
+    data: bytes
+
+    @property
+    def file_name(self) -> str:
+        return self.library.rpartition("/")[2]
+
+
 @dataclass(frozen=True, slots=True)
 class NativeSource:
-    """A shared library exporting the rustbridge C ABI."""
+    """A shared library exporting the rustbridge C ABI (the file at ``path``), or the
+    verified library of the bundle at ``path`` (``bundle``)."""
 
     path: Path
+    bundle: BundledLibrary | None = field(default=None, repr=False)
 
 
 Source = PythonSource | NativeSource
+"""What an instance starts from (a bundle becomes a ``NativeSource`` at each start)."""
 
 
-def resolve_source(source: str | os.PathLike[str]) -> Source:
-    """Classify ``source`` and check it exists; ``InitializationFailed`` otherwise."""
+@dataclass(frozen=True, slots=True)
+class BundleSource:
+    """A rustbridge ``.rbp`` bundle: opened and verified afresh at every (re)start."""
+
+    path: Path
+    variant: str | None
+    trusted_keys: tuple[PublicKey, ...] | None
+    """The keys a signature must be made by; None: check against the bundle's own key."""
+
+
+def source_trust(source: Source) -> str:
+    """``PluginMetadata.trust`` of an instance started from ``source``."""
+    if isinstance(source, NativeSource) and source.bundle is not None:
+        return source.bundle.trust
+    return "unsigned"
+
+
+def resolve_source(
+    source: str | os.PathLike[str],
+    *,
+    variant: str | None = None,
+    trusted_keys: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None = None,
+) -> Source | BundleSource:
+    """Classify ``source`` and check it exists; ``InitializationFailed`` otherwise.
+
+    ``variant`` and ``trusted_keys`` apply to a bundle (and are ignored for any other
+    source, so one set of defaults serves every plugin of a host file). The trusted keys
+    are read now (from ``PLUGBRIDGE_TRUSTED_KEYS`` when the argument is None): a reload
+    checks against the same keys.
+    """
     if not isinstance(source, str | os.PathLike):
         raise InitializationFailed(
             f"source must be a path or a module name, not {type(source).__name__}"
@@ -64,6 +126,15 @@ def resolve_source(source: str | os.PathLike[str]) -> Source:
             raise InitializationFailed(f"plugin file not found: {text}")
         resolved = path.resolve()
         return PythonSource(resolved.parent, resolved.stem)
+    if path.suffix == BUNDLE_SUFFIX:
+        if not path.is_file():
+            raise BundleError(f"bundle not found: {text}")
+        from ._bundle.keys import trusted_keys_for_load
+        from ._bundle.manifest import checked_variant
+
+        return BundleSource(
+            path.resolve(), checked_variant(variant), trusted_keys_for_load(trusted_keys)
+        )
     if path.suffix in NATIVE_SUFFIXES or ".so." in path.name:
         if not path.is_file():
             raise InitializationFailed(f"native plugin library not found: {text}")
@@ -77,7 +148,7 @@ def resolve_source(source: str | os.PathLike[str]) -> Source:
         return _importable_source(text)
     raise InitializationFailed(
         f"plugin source not found: {text!r} is neither an existing .py file, package directory,"
-        " shared library, nor a 'package.module[:Class]' name"
+        " shared library, .rbp bundle, nor a 'package.module[:Class]' name"
     )
 
 
