@@ -11,6 +11,8 @@ from typing import Any
 
 import msgspec
 
+from .._sources import BundledLibrary
+
 PROTOCOL_VERSION = 2
 
 
@@ -29,6 +31,8 @@ class PythonPlugin(_Message, tag="py"):
 
 class NativePlugin(_Message, tag="native"):
     path: str
+    bundle: BundledLibrary | None = None
+    """A verified bundle's library (``path`` is the bundle): the worker loads these bytes."""
 
 
 class Start(_Message, tag=1):
