@@ -9,6 +9,11 @@ their symbols never bind to each other), and ``dlclose``s it when the instance i
 The copy is unlinked as soon as it is mapped: the mapping keeps the file's data alive,
 and nothing is left in the temp directory even if the process dies. The mapping shows in
 ``/proc/self/maps`` under ``MAPPED_PREFIX`` until ``close``.
+
+A bundle's library is never extracted: its verified bytes (``NativeSource.bundle``) are
+written straight into the private copy, in a directory only this user can enter, and the
+copy is unlinked once mapped, exactly like a copied file. The bytes loaded are the bytes
+that were checked: nothing is read back from the bundle after its checks.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import threading
 from pathlib import Path
 
 from .._errors import InitializationFailed
+from .._sources import NativeSource
 from .abi import Abi, bind
 
 MAPPED_PREFIX = "plugbridge-native-"
@@ -50,13 +56,21 @@ os.register_at_fork(after_in_child=_fresh_lock_in_child)
 class PrivateLibrary:
     """One instance's own mapping of a native plugin library."""
 
-    def __init__(self, source: Path) -> None:
-        self.source = source
-        self._cdll = _load_private_copy(source)
+    def __init__(self, source: NativeSource) -> None:
+        self.source = source.path
+        bundle = source.bundle
+        if bundle is None:
+            self._cdll = _load_private_copy(source.path)
+            label = source.path.name
+        else:
+            label = bundle.file_name
+            self._cdll = _load_private_image(
+                bundle.data, label, f"{bundle.library} of bundle {source.path}"
+            )
         self._keep: list[object] = []
         self.closed = False
         try:
-            self.abi: Abi = bind(self._cdll, source.name)
+            self.abi: Abi = bind(self._cdll, label)
         except BaseException:
             _ctypes.dlclose(self._cdll._handle)
             raise
@@ -95,6 +109,31 @@ def _load_private_copy(source: Path) -> ctypes.CDLL:
             os.unlink(copy)
         with contextlib.suppress(OSError):
             os.rmdir(directory)
+
+
+def _load_private_image(data: bytes, file_name: str, what: str) -> ctypes.CDLL:
+    """Map ``data`` (a library's bytes) as a private copy named ``file_name``."""
+    directory = tempfile.mkdtemp(prefix=MAPPED_PREFIX)  # mode 0700: no one else swaps it
+    copy = os.path.join(directory, file_name)
+    try:
+        fd = os.open(copy, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_CLOEXEC, 0o700)
+        try:
+            view, written = memoryview(data), 0
+            while written < len(view):
+                written += os.write(fd, view[written:])
+        finally:
+            os.close(fd)
+        return ctypes.CDLL(copy, mode=os.RTLD_LOCAL | os.RTLD_NOW)
+    except OSError as exc:
+        raise InitializationFailed(f"cannot load native library {what}: {exc}") from None
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(copy)
+        with contextlib.suppress(OSError):
+            os.rmdir(directory)
+
+
+_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 
 
 def mapped_count() -> int:

@@ -81,16 +81,14 @@ class NativeTransport(Transport):
         self._handle: int | None = None
         self._call: Any = None
         self._free: Any = None
-        self._offload = Offload(
-            config.thread_count(), f"plugbridge-{plugin_name(source.path)}-call"
-        )
+        self.metadata = native_metadata(source)
+        self._offload = Offload(config.thread_count(), f"plugbridge-{self.metadata.name}-call")
         self._cancelled = False
         self._caller_loops = LoopInboxes()
         self._shutdown = LocalShutdown(self._lifecycle, self._gate)
         self._stop_returned = False
         """plugin_shutdown has returned: nothing of the plugin's runs in the library now."""
         self._final_rejected = 0
-        self.metadata = PluginMetadata(plugin_name(source.path), "", ())
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -108,7 +106,7 @@ class NativeTransport(Transport):
         self._sink.name_plugin(self.metadata.name)
         try:
             config_json = self._config_json()  # first: a config with no JSON form maps nothing
-            library = PrivateLibrary(self._source.path)
+            library = PrivateLibrary(self._source)
         except BaseException:
             self._fail_start()
             raise
@@ -373,6 +371,15 @@ class NativeTransport(Transport):
 
 def _host_failure(exc: BaseException) -> PluginError:
     return InternalError(f"native call failed in the host: {exc!r}")
+
+
+def native_metadata(source: NativeSource) -> PluginMetadata:
+    """A bundle's library is named by its manifest (name, version, trust); a bare library
+    by its file."""
+    bundle = source.bundle
+    if bundle is None:
+        return PluginMetadata(plugin_name(source.path), "", ())
+    return PluginMetadata(bundle.name, bundle.version, (), bundle.trust)
 
 
 def plugin_name(path: Path) -> str:
