@@ -170,5 +170,5 @@ _NOT_ATTRIBUTED = (NAMESPACE_PREFIX, "plugbridge")
 def _source(start: Start) -> Source:
     source = start.source
     if isinstance(source, NativePlugin):
-        return NativeSource(Path(source.path))
+        return NativeSource(Path(source.path), source.bundle)
     return PythonSource(Path(source.search_dir), source.module, source.class_name)

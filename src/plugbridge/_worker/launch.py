@@ -24,7 +24,7 @@ from .._config import PluginConfig
 from .._errors import ConfigError, InitializationFailed, error_for_code
 from .._levels import LogLevel
 from .._logsink import InstanceLog, LogSink
-from .._sources import NativeSource, Source
+from .._sources import NativeSource, Source, source_trust
 from .._transport import PluginMetadata
 from .channel import NOT_READY, Channel, ProtocolError
 from .output import OutputPump
@@ -109,7 +109,9 @@ def start_worker(
         )
         ready = _handshake(process, channel, log, start, deadline, late=_Late(source, limit))
         sink.name_plugin(ready.name)
-        metadata = PluginMetadata(ready.name, ready.version, tuple(ready.type_tags))
+        metadata = PluginMetadata(
+            ready.name, ready.version, tuple(ready.type_tags), source_trust(source)
+        )
         return StartedWorker(process, channel, log, pump, metadata)
     except BaseException:
         worker_end.close()  # idempotent
@@ -235,7 +237,7 @@ def abandon(
 
 def _wire_source(source: Source) -> PythonPlugin | NativePlugin:
     if isinstance(source, NativeSource):
-        return NativePlugin(str(source.path))
+        return NativePlugin(str(source.path), source.bundle)
     return PythonPlugin(str(source.search_dir), source.module, source.class_name)
 
 
