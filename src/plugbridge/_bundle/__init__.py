@@ -1,0 +1,1 @@
+"""rustbridge ``.rbp`` bundles: reading, checking and writing them, and minisign signatures."""
