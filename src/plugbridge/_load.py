@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from ._config import PluginConfig
 from ._errors import ConfigError
 from ._handle import PluginHandle
 from ._logsink import LogCallback, LogSink
-from ._sources import NativeSource, PythonSource, Source, resolve_source
+from ._sources import BundleSource, NativeSource, PythonSource, Source, resolve_source
 from ._transport import Transport, TransportFactory
 
 Isolation = Literal["inprocess", "process"]
@@ -23,30 +23,39 @@ def load(
     config: PluginConfig | Mapping[str, Any] | None = None,
     log_callback: LogCallback | None = None,
     isolation: Isolation = "inprocess",
+    variant: str | None = None,
+    trusted_keys: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None = None,
 ) -> PluginHandle:
     """Load a plugin and return its ACTIVE handle (or raise, leaving nothing behind).
 
-    ``source``: a ``.py`` file, a package directory, ``"pkg.module[:Class]"``, or a shared
-    library exporting the rustbridge C ABI. ``isolation``: ``"inprocess"`` or ``"process"``.
+    ``source``: a ``.py`` file, a package directory, ``"pkg.module[:Class]"``, a shared
+    library exporting the rustbridge C ABI, or a rustbridge ``.rbp`` bundle.
+    ``isolation``: ``"inprocess"`` or ``"process"``. For a bundle, ``variant`` picks the
+    library variant (default ``release``) and ``trusted_keys`` the minisign public keys
+    its signatures must be made by (default: ``PLUGBRIDGE_TRUSTED_KEYS``); both are
+    ignored for other sources.
     """
     cfg = PluginConfig.coerce(config)
     if isolation not in ISOLATIONS:
         raise ConfigError(f"isolation must be one of {', '.join(ISOLATIONS)}, not {isolation!r}")
-    resolved = resolve_source(source)
+    resolved = resolve_source(source, variant=variant, trusted_keys=trusted_keys)
     sink = LogSink(log_callback, cfg.log_level)
     factory = _factory(resolved, cfg, sink, isolation)
     return PluginHandle(factory, cfg, sink, os.fspath(source))
 
 
 def _factory(
-    source: Source, config: PluginConfig, sink: LogSink, isolation: str
+    source: Source | BundleSource, config: PluginConfig, sink: LogSink, isolation: str
 ) -> TransportFactory:
     def start(deadline: float | None) -> Transport:
+        # A bundle is read and verified from disk at every start (load and each reload),
+        # here in the host: a worker gets the verified library, never the bundle.
+        startable = _open_bundle(source) if isinstance(source, BundleSource) else source
         if isolation == "process":
             from ._worker.host import WorkerTransport
 
-            return WorkerTransport.start(source, config, sink, deadline)
-        return start_local(source, config, sink, deadline)
+            return WorkerTransport.start(startable, config, sink, deadline)
+        return start_local(startable, config, sink, deadline)
 
     return start
 
@@ -63,3 +72,9 @@ def start_local(
     from ._inprocess.transport import InProcessTransport
 
     return InProcessTransport.start(source, config, sink, deadline)
+
+
+def _open_bundle(source: BundleSource) -> NativeSource:
+    from ._bundle.verify import open_bundle
+
+    return open_bundle(source)
