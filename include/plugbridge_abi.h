@@ -1,8 +1,10 @@
 /*
  * plugbridge_abi.h - the rustbridge C ABI that plugbridge hosts native plugins through.
  *
- * A native plugin is a shared library exporting the eight functions below. Libraries
- * built with rustbridge export exactly these, so they load unchanged. The rules of
+ * A native plugin is a shared library exporting the eight required functions below; the
+ * optional ones (plugin_create_with_config, and the binary transport plugin_call_raw +
+ * rb_response_free) are used when present. Libraries built with rustbridge export all of
+ * these (and two async stubs plugbridge ignores), so they load unchanged. The rules of
  * ownership and threading, and what the host guarantees, are in docs/ABI.md; the short
  * form is repeated next to each declaration.
  */
@@ -82,9 +84,17 @@ typedef void (*LogCallback)(uint8_t level, const char *target, const uint8_t *ms
 void *plugin_create(void);
 
 /*
- * Start the plugin created by plugin_create with the config JSON
+ * Optional: allocate the plugin object from the config JSON that plugin_init gets next
+ * (config_len bytes, borrowed). Preferred over plugin_create when exported, so a plugin
+ * that builds itself from its config sees "data". NULL on failure.
+ */
+void *plugin_create_with_config(const uint8_t *config_json, size_t config_len);
+
+/*
+ * Start the plugin created by plugin_create(_with_config) with the config JSON
  * {"log_level":"info","max_concurrent_ops":N,"shutdown_timeout_ms":N,
- *  "worker_threads":N|null,"data":{...}} (config_len bytes, borrowed).
+ *  "worker_threads":N|null,"data":<any JSON, null when unset>,
+ *  "init_params":{...} (only when set)} (config_len bytes, borrowed).
  * Returns the handle for the other calls, or NULL if the plugin failed to start.
  */
 void *plugin_init(void *plugin, const uint8_t *config_json, size_t config_len,
@@ -100,6 +110,31 @@ FfiBuffer plugin_call(void *handle, const char *type_tag, const uint8_t *request
 
 /* Release a buffer returned by plugin_call; must accept an empty buffer (data NULL). */
 void plugin_free_buffer(FfiBuffer *buffer);
+
+/*
+ * The binary transport (optional; both functions or neither). A response owned by the
+ * plugin until the host hands it back to rb_response_free. Natural C alignment: 24 bytes
+ * on LP64 (4 bytes of padding before data).
+ * error_code == 0: data holds len bytes of response, any length (0 included).
+ * error_code != 0: data holds a NUL-terminated UTF-8 message; len counts the NUL.
+ */
+typedef struct {
+    uint32_t error_code;
+    uint32_t len;
+    uint32_t capacity;
+    void *data;
+} RbResponse;
+
+/*
+ * Handle one binary request: request_size bytes (borrowed for the call; read them with
+ * memcpy, they may be unaligned) for the handler of message_id. May be called from many
+ * threads at once. The response must be passed to rb_response_free exactly once.
+ */
+RbResponse plugin_call_raw(void *handle, uint32_t message_id, const void *request,
+                           size_t request_size);
+
+/* Release a response of plugin_call_raw; must accept NULL and an empty response. */
+void rb_response_free(RbResponse *response);
 
 /* Stop the plugin. true on a clean stop. The handle is invalid afterwards. */
 bool plugin_shutdown(void *handle);

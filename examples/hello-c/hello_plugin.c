@@ -2,7 +2,14 @@
  * hello_plugin.c - the hello plugin in C, over the rustbridge C ABI (include/plugbridge_abi.h).
  *
  * Same message types as examples/hello/hello_plugin.py: echo, greet, user.create, math.add,
- * test.sleep, bench.small, bench.medium, bench.large.
+ * test.sleep, bench.small, bench.medium, bench.large; and config.seen, which answers the
+ * config JSON the library was created and started with.
+ *
+ * The binary transport (plugin_call_raw + rb_response_free), with rustbridge's
+ * MSG_BENCH_SMALL (id 1: the 76-byte SmallRequestRaw in, the 80-byte SmallResponseRaw out)
+ * and a few more message ids (MSG_* below), and plugin_create_with_config are exported too,
+ * as a rustbridge library exports them. -DHELLO_C_NO_BINARY and
+ * -DHELLO_C_NO_CREATE_WITH_CONFIG leave them out (a library without them).
  *
  * Like a rustbridge library, it keeps ONE process-global log callback, log level and
  * lifecycle state: a second plugin_init in the same mapping of the library takes them
@@ -39,6 +46,9 @@ static atomic_ullong g_next_user;
 static long g_max_ops = 1000;
 static long g_shutdown_sleep_ms; /* test hook: a shutdown that hangs */
 static int g_plugin;             /* its address is the plugin pointer and the handle */
+/* The config JSON as plugin_create_with_config and plugin_init got it (config.seen). */
+static sbuf g_create_config, g_init_config;
+static bool g_created_with_config;
 
 static const char *const LEVEL_NAMES[] = {"trace", "debug", "info", "warn", "error", "off"};
 
@@ -297,6 +307,25 @@ static uint32_t handle_bench_large(jspan req, sbuf *out, char *err) {
     return 0;
 }
 
+/* The config JSON the library saw: {"created_with_config": bool, "create_config": <JSON
+ * or null>, "init_config": <JSON>} (both are complete, validated JSON documents). */
+static uint32_t handle_config_seen(jspan req, sbuf *out, char *err) {
+    (void)req, (void)err;
+    sbuf_printf(out, "{\"created_with_config\":%s,\"create_config\":",
+                g_created_with_config ? "true" : "false");
+    if (g_create_config.len > 0)
+        sbuf_put(out, g_create_config.data, g_create_config.len);
+    else
+        sbuf_puts(out, "null");
+    sbuf_puts(out, ",\"init_config\":");
+    if (g_init_config.len > 0)
+        sbuf_put(out, g_init_config.data, g_init_config.len);
+    else
+        sbuf_puts(out, "null");
+    sbuf_puts(out, "}");
+    return 0;
+}
+
 #ifdef HELLO_C_TEST_HOOKS
 static uint32_t handle_crash(jspan req, sbuf *out, char *err) {
     (void)req, (void)out, (void)err;
@@ -386,6 +415,7 @@ static const struct {
     {"bench.small", handle_bench_small},
     {"bench.medium", handle_bench_medium},
     {"bench.large", handle_bench_large},
+    {"config.seen", handle_config_seen},
 #ifdef HELLO_C_TEST_HOOKS
     {"test.crash", handle_crash},
     {"test.rendezvous", handle_rendezvous},
@@ -402,12 +432,44 @@ static handler_fn find_handler(const char *tag) {
 
 /* ---- the ABI ----------------------------------------------------------------------- */
 
-void *plugin_create(void) { return &g_plugin; }
+static void remember_config(sbuf *seen, jspan config) {
+    sbuf_free(seen);
+    sbuf_put(seen, config.p, config.n);
+    if (seen->failed) sbuf_free(seen);
+}
+
+void *plugin_create(void) {
+    g_created_with_config = false;
+    sbuf_free(&g_create_config);
+    return &g_plugin;
+}
+
+#ifndef HELLO_C_NO_CREATE_WITH_CONFIG
+/* As rustbridge's: no config (NULL or empty) is the default one; invalid JSON fails. */
+void *plugin_create_with_config(const uint8_t *config_json, size_t config_len) {
+    jspan config;
+    g_created_with_config = true;
+    sbuf_free(&g_create_config);
+    if (config_json == NULL || config_len == 0) return &g_plugin;
+    if (!json_parse((const char *)config_json, config_len, &config) || !json_is_object(config))
+        return NULL;
+    remember_config(&g_create_config, config);
+#ifdef HELLO_C_TEST_HOOKS
+    jspan data, hook;
+    bool fail = false;
+    if (json_member(config, "data", &data) && json_member(data, "fail_create", &hook) &&
+        json_bool(hook, &fail) && fail)
+        return NULL;
+#endif
+    return &g_plugin;
+}
+#endif
 
 static bool read_config(const uint8_t *json, size_t len) {
     jspan config, v;
     if (json == NULL || !json_parse((const char *)json, len, &config) || !json_is_object(config))
         return false;
+    remember_config(&g_init_config, config);
     if (json_member(config, "log_level", &v)) {
         sbuf name = {0};
         bool ok = json_string(v, &name);
@@ -525,6 +587,178 @@ void plugin_free_buffer(FfiBuffer *buffer) {
     buffer->data = NULL;
     buffer->len = buffer->capacity = 0;
 }
+
+/* ---- the binary transport (rustbridge's plugin_call_raw) -------------------------- */
+
+#ifndef HELLO_C_NO_BINARY
+enum {
+    MSG_BENCH_SMALL = 1, /* SmallRequestRaw -> SmallResponseRaw, as rustbridge's hello-plugin */
+    MSG_ECHO_BYTES = 10, /* the request's bytes back, whatever their length (0 included) */
+    MSG_FILL = 11,       /* FillRequest -> `size` bytes, byte i = (seed + i) & 0xff */
+    MSG_FAIL = 12,       /* uint32_t code + message bytes -> that error, with that text */
+    MSG_SLEEP = 13       /* uint32_t ms: sleeps that long, answers the 4 bytes back */
+};
+
+/* rustbridge's hello-plugin binary_messages.rs (#[repr(C)], version 1). */
+typedef struct {
+    uint8_t version;
+    uint8_t _reserved[3];
+    uint8_t key[64];
+    uint32_t key_len;
+    uint32_t flags;
+} SmallRequestRaw;
+
+typedef struct {
+    uint8_t version;
+    uint8_t _reserved[3];
+    uint8_t value[64];
+    uint32_t value_len;
+    uint32_t ttl_seconds;
+    uint8_t cache_hit;
+    uint8_t _padding[3];
+} SmallResponseRaw;
+
+_Static_assert(sizeof(SmallRequestRaw) == 76, "SmallRequestRaw is 76 bytes");
+_Static_assert(sizeof(SmallResponseRaw) == 80, "SmallResponseRaw is 80 bytes");
+#define SMALL_VERSION 1
+
+typedef struct {
+    uint32_t size;
+    uint32_t seed;
+} FillRequest;
+
+#define MAX_FILL (256u << 20)
+
+static RbResponse rb_response(uint32_t code, uint8_t *data, size_t len, size_t cap) {
+    RbResponse out = {code, (uint32_t)len, (uint32_t)cap, data};
+#ifdef HELLO_C_TEST_HOOKS
+    if (data != NULL) atomic_fetch_add(&g_outstanding, 1);
+#endif
+    return out;
+}
+
+/* An error: the text and a NUL, which len counts (as rustbridge does). */
+static RbResponse raw_error_text(uint32_t code, const char *text, size_t len) {
+    uint8_t *data = malloc(len + 1);
+    if (data == NULL) return rb_response(code, NULL, 0, 0);
+    memcpy(data, text, len);
+    data[len] = 0;
+    return rb_response(code, data, len + 1, len + 1);
+}
+
+static RbResponse raw_error(uint32_t code, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static RbResponse raw_error(uint32_t code, const char *fmt, ...) {
+    char msg[ERR_LEN];
+    va_list args;
+    va_start(args, fmt);
+    int n = vsnprintf(msg, sizeof msg, fmt, args);
+    va_end(args);
+    if (n < 0) n = 0;
+    if ((size_t)n >= sizeof msg) n = sizeof msg - 1;
+    return raw_error_text(code, msg, (size_t)n);
+}
+
+/* A success: a copy of bytes[0..len) (never NULL data, even for 0 bytes). */
+static RbResponse raw_bytes(const void *bytes, size_t len) {
+    uint8_t *data = malloc(len ? len : 1);
+    if (data == NULL) return raw_error(PLUGBRIDGE_INTERNAL_ERROR, "out of memory");
+    if (len) memcpy(data, bytes, len);
+    return rb_response(0, data, len, len ? len : 1);
+}
+
+static RbResponse raw_bench_small(const uint8_t *request, size_t size) {
+    SmallRequestRaw req; /* copied: the request bytes may be unaligned */
+    if (size < sizeof req)
+        return raw_error(PLUGBRIDGE_HANDLER_ERROR, "handler error: Request too small");
+    memcpy(&req, request, sizeof req);
+    if (req.version != SMALL_VERSION)
+        return raw_error(PLUGBRIDGE_HANDLER_ERROR,
+                         "handler error: Unsupported request version: %u (expected %u)",
+                         req.version, SMALL_VERSION);
+    uint32_t key_len = req.key_len < sizeof req.key ? req.key_len : sizeof req.key;
+    char value[16 + sizeof req.key];
+    int n = snprintf(value, sizeof value, "value_for_%.*s", (int)key_len, (const char *)req.key);
+    SmallResponseRaw resp;
+    memset(&resp, 0, sizeof resp);
+    resp.version = SMALL_VERSION;
+    resp.value_len = (uint32_t)n < sizeof resp.value ? (uint32_t)n : sizeof resp.value;
+    memcpy(resp.value, value, resp.value_len);
+    resp.ttl_seconds = 3600;
+    resp.cache_hit = (req.flags & 1) ? 1 : 0;
+    return raw_bytes(&resp, sizeof resp);
+}
+
+static RbResponse raw_fill(const uint8_t *request, size_t size) {
+    FillRequest req;
+    if (size != sizeof req)
+        return raw_error(PLUGBRIDGE_SERIALIZATION_ERROR, "FillRequest is %zu bytes, not %zu",
+                         sizeof req, size);
+    memcpy(&req, request, sizeof req);
+    if (req.size > MAX_FILL)
+        return raw_error(PLUGBRIDGE_HANDLER_ERROR, "handler error: %u bytes is more than %u",
+                         req.size, MAX_FILL);
+    uint8_t *data = malloc(req.size ? req.size : 1);
+    if (data == NULL) return raw_error(PLUGBRIDGE_INTERNAL_ERROR, "out of memory");
+    for (uint32_t i = 0; i < req.size; i++) data[i] = (uint8_t)(req.seed + i);
+    return rb_response(0, data, req.size, req.size ? req.size : 1);
+}
+
+static RbResponse raw_fail(const uint8_t *request, size_t size) {
+    uint32_t code;
+    if (size < sizeof code)
+        return raw_error(PLUGBRIDGE_SERIALIZATION_ERROR, "MSG_FAIL needs a uint32_t code first");
+    memcpy(&code, request, sizeof code);
+    return raw_error_text(code ? code : PLUGBRIDGE_HANDLER_ERROR,
+                          (const char *)request + sizeof code, size - sizeof code);
+}
+
+static RbResponse raw_sleep(const uint8_t *request, size_t size) {
+    uint32_t ms;
+    if (size != sizeof ms)
+        return raw_error(PLUGBRIDGE_SERIALIZATION_ERROR, "MSG_SLEEP needs a uint32_t");
+    memcpy(&ms, request, sizeof ms);
+    log_record(PLUGBRIDGE_LOG_DEBUG, "Sleeping for %u ms (raw)", ms);
+    sleep_ms((long)ms);
+    return raw_bytes(&ms, sizeof ms);
+}
+
+/* As rustbridge's: no concurrency limit of its own (the host's applies). */
+RbResponse plugin_call_raw(void *handle, uint32_t message_id, const void *request,
+                           size_t request_size) {
+    if (handle != &g_plugin) return raw_error(PLUGBRIDGE_INVALID_STATE, "Invalid handle");
+    if (request == NULL && request_size > 0)
+        return raw_error(PLUGBRIDGE_FFI_ERROR, "null request with a size");
+    if (atomic_load(&g_state) != PLUGBRIDGE_STATE_ACTIVE)
+        return raw_error(PLUGBRIDGE_INVALID_STATE, "Plugin not in Active state");
+    const uint8_t *req = request;
+    switch (message_id) {
+    case MSG_BENCH_SMALL:
+        return raw_bench_small(req, request_size);
+    case MSG_ECHO_BYTES:
+        return raw_bytes(req, request_size);
+    case MSG_FILL:
+        return raw_fill(req, request_size);
+    case MSG_FAIL:
+        return raw_fail(req, request_size);
+    case MSG_SLEEP:
+        return raw_sleep(req, request_size);
+    default:
+        return raw_error(PLUGBRIDGE_UNKNOWN_MESSAGE_TYPE, "Unknown message ID: %u", message_id);
+    }
+}
+
+void rb_response_free(RbResponse *response) {
+    if (response == NULL) return;
+#ifdef HELLO_C_TEST_HOOKS
+    if (response->data != NULL) atomic_fetch_sub(&g_outstanding, 1);
+#endif
+    free(response->data);
+    response->data = NULL;
+    response->error_code = response->len = response->capacity = 0;
+}
+#endif
 
 bool plugin_shutdown(void *handle) {
     int expected = PLUGBRIDGE_STATE_ACTIVE;

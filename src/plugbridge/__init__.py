@@ -25,7 +25,7 @@ from ._levels import LogLevel
 from ._lifecycle import LifecycleState
 from ._load import load
 from ._logsink import LogCallback
-from ._plugin import Plugin, PluginContext, handler
+from ._plugin import Plugin, PluginContext, handler, raw_handler
 from ._transport import PluginMetadata
 
 __version__ = "0.2.0"
@@ -59,4 +59,5 @@ __all__ = [
     "__version__",
     "handler",
     "load",
+    "raw_handler",
 ]

@@ -31,8 +31,12 @@ class PluginConfig:
     included); past it they raise ``InitializationFailed`` and leave nothing behind."""
     worker_threads: int | None = None
     """Threads for sync handlers that need one; None picks min(32, cpus + 4)."""
-    data: dict[str, Any] = field(default_factory=dict)
-    """Free-form settings handed to the plugin as ``ctx.data``."""
+    data: Any = field(default_factory=dict)
+    """Free-form settings handed to the plugin as ``ctx.data``: any JSON value. A native
+    plugin gets ``null`` for ``{}`` or ``None`` (rustbridge's "no data", see ``to_wire``)."""
+    init_params: dict[str, Any] | None = None
+    """A JSON object handed to native plugins as rustbridge's ``init_params`` (sent only
+    when set); Python plugins read it as ``ctx.config.init_params``."""
     restart_on_crash: bool = False
     """isolation="process" only: start a fresh worker when the worker dies."""
     max_restarts: int = 3
@@ -52,9 +56,14 @@ class PluginConfig:
             _check_count("worker_threads", self.worker_threads)
             if self.worker_threads == 0:
                 raise ConfigError("worker_threads must be at least 1 (or None for the default)")
-        if not isinstance(self.data, dict):
-            raise ConfigError(f"data must be a dict, not {type(self.data).__name__}")
         _check_json("data", self.data)
+        if self.init_params is not None:
+            if not isinstance(self.init_params, dict):
+                raise ConfigError(
+                    f"init_params must be a JSON object (a dict) or None, "
+                    f"not {type(self.init_params).__name__}"
+                )
+            _check_json("init_params", self.init_params)
         if not isinstance(self.restart_on_crash, bool):
             raise ConfigError("restart_on_crash must be True or False")
         _check_count("max_restarts", self.max_restarts)
@@ -86,14 +95,24 @@ class PluginConfig:
         return self.worker_threads or min(32, (os.cpu_count() or 1) + 4)
 
     def to_wire(self) -> dict[str, Any]:
-        """The JSON config shape of the rustbridge C ABI (CONTRACT section 5)."""
-        return {
+        """The JSON config shape of the rustbridge C ABI (CONTRACT section 5).
+
+        ``data`` is ``null`` when there is none (``{}``, the default, or ``None``): a
+        rustbridge ``PluginFactory`` builds itself with ``create_configured`` for any other
+        value, and fails on an empty object when it expects fields. ``init_params`` is
+        present only when set.
+        """
+        data = self.data
+        wire: dict[str, Any] = {
             "log_level": self.log_level.name.lower(),
             "max_concurrent_ops": self.max_concurrent_ops,
             "shutdown_timeout_ms": int(self.shutdown_timeout * 1000),
             "worker_threads": self.worker_threads,
-            "data": self.data,
+            "data": None if data is None or (type(data) is dict and not data) else data,
         }
+        if self.init_params is not None:
+            wire["init_params"] = self.init_params
+        return wire
 
 
 def _check_count(name: str, value: object) -> None:

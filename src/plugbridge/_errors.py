@@ -193,3 +193,33 @@ def start_limit(deadline: float | None, began: float, start_timeout: float) -> s
         return seconds(None)
     budget = deadline - began
     return seconds(start_timeout if budget >= start_timeout - 0.05 else round(budget, 3))
+
+
+MAX_MESSAGE_ID = 0xFFFF_FFFF
+"""Binary-transport message ids are ``uint32_t`` in the C ABI."""
+
+
+def raw_call_timed_out(message_id: int, timeout: float | None) -> Timeout:
+    """The one ``Timeout`` every transport raises for a ``call_raw`` that ran out of time."""
+    return Timeout(f"raw call {message_id} exceeded its timeout of {seconds(timeout)}")
+
+
+def no_raw_handler(plugin: str, message_id: object) -> UnknownMessageType:
+    """The one ``UnknownMessageType`` for a binary-transport message id no raw handler of
+    ``plugin`` answers to (or that is no ``uint32`` at all)."""
+    if isinstance(message_id, bool) or not isinstance(message_id, int):
+        return UnknownMessageType(f"message_id must be an int, not {type(message_id).__name__}")
+    if not 0 <= message_id <= MAX_MESSAGE_ID:
+        return UnknownMessageType(
+            f"message_id must be from 0 to {MAX_MESSAGE_ID} (uint32), not {message_id}"
+        )
+    return UnknownMessageType(f"plugin {plugin!r} has no raw handler for message {message_id}")
+
+
+def no_binary_transport(plugin: str) -> UnknownMessageType:
+    """The ``UnknownMessageType`` of ``call_raw`` on a native library that does not export
+    the binary transport (``plugin_call_raw`` and ``rb_response_free``)."""
+    return UnknownMessageType(
+        f"plugin {plugin!r} has no binary transport (its library does not export "
+        "plugin_call_raw and rb_response_free)"
+    )

@@ -74,6 +74,18 @@ class ForkedTransport(Transport):
         release()
         raise forked(self.metadata.name)
 
+    def call_raw(
+        self, message_id: int, payload: bytes, timeout: float | None, release: Release
+    ) -> bytes:
+        release()
+        raise forked(self.metadata.name)
+
+    async def acall_raw(
+        self, message_id: int, payload: bytes, timeout: float | None, release: Release
+    ) -> bytes:
+        release()
+        raise forked(self.metadata.name)
+
     def set_log_level(self, level: LogLevel) -> None:
         pass  # the handle keeps the level; no instance here to tell
 

@@ -11,11 +11,13 @@ from typing import Any
 from ._calls.limiter import ONE_SLOT, ConcurrencyLimiter
 from ._config import PluginConfig, checked_seconds
 from ._errors import (
+    MAX_MESSAGE_ID,
     InitializationFailed,
     InvalidState,
     PluginError,
     SerializationError,
     Timeout,
+    no_raw_handler,
     not_active,
 )
 from ._forking import ForkedTransport, forked, track_handle
@@ -140,6 +142,72 @@ class PluginHandle:
             except BaseException:
                 release()
                 raise
+
+    def call_raw(self, message_id: int, request: Any, *, timeout: float | None = None) -> bytes:
+        """The binary transport: ``request`` (a bytes-like object, or a ctypes structure:
+        its bytes) to the raw handler of ``message_id`` (a ``uint32``); its response bytes."""
+        timeout = self._default_timeout if timeout is None else self._call_timeout(timeout)
+        if type(message_id) is not int or not 0 <= message_id <= MAX_MESSAGE_ID:
+            message_id = self._message_id(message_id)
+        payload = request if type(request) is bytes else _raw_bytes(request)
+        while True:
+            release = self._new_release(iter(ONE_SLOT))
+            try:
+                self._take_slot()
+            except IndexError:
+                raise self._limiter.refuse() from None
+            except BaseException:
+                release()
+                raise
+            try:
+                transport = self._transport
+                return transport.call_raw(message_id, payload, timeout, release)
+            except InvalidState:
+                if transport is self._transport:
+                    raise
+            except PluginError:
+                raise
+            except BaseException:
+                release()
+                raise
+
+    async def acall_raw(
+        self, message_id: int, request: Any, *, timeout: float | None = None
+    ) -> bytes:
+        """The asyncio form of ``call_raw``; never blocks the caller's event loop."""
+        timeout = self._default_timeout if timeout is None else self._call_timeout(timeout)
+        if type(message_id) is not int or not 0 <= message_id <= MAX_MESSAGE_ID:
+            message_id = self._message_id(message_id)
+        payload = request if type(request) is bytes else _raw_bytes(request)
+        while True:
+            release = self._new_release(iter(ONE_SLOT))
+            try:
+                self._take_slot()
+            except IndexError:
+                raise self._limiter.refuse() from None
+            except BaseException:
+                release()
+                raise
+            try:
+                transport = self._transport
+                return await transport.acall_raw(message_id, payload, timeout, release)
+            except InvalidState:
+                if transport is self._transport:
+                    raise
+            except (PluginError, asyncio.CancelledError):
+                raise  # a cancelled call's work gives its slot back when it really ends
+            except BaseException:
+                release()
+                raise
+
+    def _message_id(self, message_id: object) -> int:
+        """A ``uint32`` message id as a plain int (an ``IntEnum`` member is welcome);
+        ``UnknownMessageType`` otherwise: no raw handler can be named by it."""
+        if isinstance(message_id, int) and not isinstance(message_id, bool):
+            plain = int(message_id)
+            if 0 <= plain <= MAX_MESSAGE_ID:
+                return plain
+        raise no_raw_handler(self.metadata.name, message_id)
 
     def _call_timeout(self, timeout: object) -> float:
         """A checked per-call timeout; 0 means the call is already late (see DECISIONS)."""
@@ -301,6 +369,19 @@ def _json_bytes(request_json: object) -> bytes:
     raise SerializationError(
         f"call_json needs JSON as str or bytes, not {type(request_json).__name__}"
     )
+
+
+def _raw_bytes(request: object) -> bytes:
+    """A ``call_raw`` request's bytes: any object with the buffer protocol (``bytearray``,
+    ``memoryview``, ``array``, a ctypes structure or array, ...)."""
+    try:
+        with memoryview(request) as view:  # type: ignore[arg-type]
+            return view.tobytes()
+    except (TypeError, ValueError, BufferError) as exc:  # no buffer, a released view
+        raise SerializationError(
+            "call_raw needs a bytes-like object or a ctypes structure as its request, not "
+            f"{type(request).__name__} ({exc})"
+        ) from None
 
 
 def _json_text(response: bytes) -> str:

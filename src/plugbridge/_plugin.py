@@ -1,4 +1,4 @@
-"""The authoring API: ``Plugin``, ``@handler`` and ``PluginContext``."""
+"""The authoring API: ``Plugin``, ``@handler``, ``@raw_handler`` and ``PluginContext``."""
 
 from __future__ import annotations
 
@@ -15,6 +15,8 @@ if TYPE_CHECKING:
 F = TypeVar("F", bound=Callable[..., Any])
 
 HANDLER_TAG_ATTR = "__plugbridge_type_tag__"
+RAW_HANDLER_ID_ATTR = "__plugbridge_message_id__"
+MAX_MESSAGE_ID = 0xFFFF_FFFF
 
 
 def handler(type_tag: str) -> Callable[[F], F]:
@@ -34,6 +36,29 @@ def handler(type_tag: str) -> Callable[[F], F]:
     return mark
 
 
+def raw_handler(message_id: int) -> Callable[[F], F]:
+    """Mark a plugin method as the binary-transport handler of ``message_id`` (a ``uint32``,
+    the id a host passes to ``call_raw``).
+
+    The method is called as ``method(self, ctx, payload)`` with the request as ``bytes``,
+    and returns a bytes-like object (``bytes``, ``bytearray``, ``memoryview``, a ctypes
+    structure, ...); it may be ``async def`` or plain ``def``.
+    """
+    if (
+        isinstance(message_id, bool)
+        or not isinstance(message_id, int)
+        or not 0 <= message_id <= MAX_MESSAGE_ID
+    ):
+        raise TypeError(f"raw_handler() needs a message id from 0 to {MAX_MESSAGE_ID}")
+    plain = int(message_id)
+
+    def mark(fn: F) -> F:
+        setattr(fn, RAW_HANDLER_ID_ATTR, plain)
+        return fn
+
+    return mark
+
+
 @dataclass(eq=False)
 class PluginContext:
     """What a plugin instance sees of its host: config, settings, logger and state."""
@@ -43,7 +68,9 @@ class PluginContext:
     _lifecycle: Lifecycle = field(repr=False)
 
     @property
-    def data(self) -> dict[str, Any]:
+    def data(self) -> Any:
+        """``config.data``: the settings the host hands this plugin (any JSON value; a dict
+        unless the host chose otherwise)."""
         return self.config.data
 
     @property

@@ -43,7 +43,8 @@ class Transport(ABC):
     """One running plugin instance, wherever it runs.
 
     Contract for implementers:
-    - ``call``/``call_json``/``acall`` call ``release`` when the plugin's work for that call
+    - ``call``/``call_json``/``acall`` and the binary transport's ``call_raw``/``acall_raw``
+      call ``release`` when the plugin's work for that call
       has finished (after a timeout too: the slot stays taken until then), including when
       they raise before starting. Every failure they raise is a ``PluginError``; the handle
       releases the slot itself for anything else that escapes (a ``KeyboardInterrupt``).
@@ -79,6 +80,21 @@ class Transport(ABC):
         self, type_tag: str, request: Any, timeout: float | None, release: Release
     ) -> Any:
         """``call`` for asyncio callers; never blocks the caller's loop."""
+
+    @abstractmethod
+    def call_raw(
+        self, message_id: int, payload: bytes, timeout: float | None, release: Release
+    ) -> bytes:
+        """The binary transport: ``payload`` to the raw handler of ``message_id`` (a
+        ``uint32``, checked by the handle), its response bytes back. ``InvalidState`` if
+        the instance is not ACTIVE, whether or not it has a binary transport at all;
+        ``UnknownMessageType`` if it has no handler for ``message_id`` (or none at all)."""
+
+    @abstractmethod
+    async def acall_raw(
+        self, message_id: int, payload: bytes, timeout: float | None, release: Release
+    ) -> bytes:
+        """``call_raw`` for asyncio callers; never blocks the caller's loop."""
 
     @abstractmethod
     def set_log_level(self, level: LogLevel) -> None: ...

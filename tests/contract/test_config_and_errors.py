@@ -77,7 +77,8 @@ def test_config_defaults_and_dict_form() -> None:
         {"log_level": "verbose"},
         {"log_level": 9},
         {"max_concurrent_ops": "many"},
-        {"data": [1, 2]},
+        {"data": {"no JSON form": object()}},
+        {"init_params": [1, 2]},
     ],
 )
 def test_bad_config_is_config_error(bad: dict[str, object]) -> None:

@@ -9,9 +9,17 @@ from typing import Any
 
 import msgspec
 
-from .._errors import InitializationFailed, PluginError, SerializationError, not_carried_as_json
+from .._errors import (
+    InitializationFailed,
+    PluginError,
+    SerializationError,
+    Timeout,
+    call_timed_out,
+    not_carried_as_json,
+    raw_call_timed_out,
+)
 from .._json import encode_unchecked
-from .._plugin import HANDLER_TAG_ATTR, Plugin, PluginContext
+from .._plugin import HANDLER_TAG_ATTR, RAW_HANDLER_ID_ATTR, Plugin, PluginContext
 
 _RAW_ROUTE_CACHE = 1024
 _encode = msgspec.json.Encoder().encode
@@ -45,6 +53,10 @@ class Route:
             raise InitializationFailed(
                 f"handler {type_tag!r}: request annotation {request_type!r} is not supported: {exc}"
             ) from None
+
+    def timed_out(self, timeout: float | None) -> Timeout:
+        """The ``Timeout`` of a call of this route that ran out of time."""
+        return call_timed_out(self.type_tag, timeout)
 
     def invalid_request(self, exc: Exception) -> SerializationError:
         return SerializationError(f"invalid request for {self.type_tag!r}: {exc}")
@@ -157,6 +169,51 @@ class RawRoute(Route):
         )
 
 
+class BinaryRoute(Route):
+    """A binary-transport message id bound to a ``@raw_handler`` method: the request
+    arrives as ``bytes`` (the handle made them), the method returns a bytes-like object.
+    Both directions are the same for every call form (``call_raw`` runs the JSON-bytes
+    path of the transport, ``acall_raw`` its object path)."""
+
+    __slots__ = ("message_id",)
+
+    def __init__(self, message_id: int, method: Callable[..., Any]) -> None:
+        label = f"raw message {message_id}"
+        params = list(inspect.signature(method).parameters.values())
+        if len(params) != 2:
+            raise InitializationFailed(
+                f"raw handler of message {message_id} must take (self, ctx, payload); it "
+                f"takes {len(params) + 1} parameters"
+            )
+        super().__init__(label, method, bytes)
+        self.message_id = message_id
+        self.convert_to = None
+
+    def timed_out(self, timeout: float | None) -> Timeout:
+        return raw_call_timed_out(self.message_id, timeout)
+
+    def request_from_json(self, payload: bytes) -> Any:
+        return payload
+
+    def request_from_object(self, request: Any) -> Any:
+        return request
+
+    def response_to_object(self, result: Any) -> Any:
+        return self.response_to_json(result)
+
+    def response_to_json(self, result: Any) -> bytes:
+        if type(result) is bytes:
+            return result
+        try:
+            with memoryview(result) as view:
+                return view.tobytes()
+        except (TypeError, ValueError, BufferError):
+            raise SerializationError(
+                f"the raw handler of message {self.message_id} must return a bytes-like "
+                f"object, not {type(result).__name__}"
+            ) from None
+
+
 class RouteTable:
     """All routes of one plugin instance."""
 
@@ -164,12 +221,17 @@ class RouteTable:
         self._plugin = plugin
         self.raw = type(plugin).handle_request is not Plugin.handle_request
         self.routes: dict[str, Route] = {}
+        self.binary: dict[int, Route] = {}
+        """``@raw_handler`` routes by message id (the binary transport)."""
         for klass in reversed(type(plugin).__mro__):
             for attr, value in vars(klass).items():
                 tag = getattr(value, HANDLER_TAG_ATTR, None)
                 if isinstance(tag, str):
                     method = getattr(plugin, attr)
                     self.routes[tag] = Route(tag, method, _request_annotation(method, tag))
+                message_id = getattr(value, RAW_HANDLER_ID_ATTR, None)
+                if type(message_id) is int:
+                    self.binary[message_id] = BinaryRoute(message_id, getattr(plugin, attr))
         self._handler_tags = tuple(self.routes)
 
     @property
@@ -187,6 +249,7 @@ class RouteTable:
 
     def clear(self) -> None:
         self.routes.clear()
+        self.binary.clear()
         self._plugin = None  # type: ignore[assignment]
 
 

@@ -37,10 +37,10 @@ from .._errors import (
     InitializationFailed,
     InvalidState,
     PluginError,
-    call_timed_out,
     cancelled_by_shutdown,
     describe_exception,
     no_handler,
+    no_raw_handler,
     not_active,
     seconds,
 )
@@ -87,6 +87,7 @@ class InProcessTransport(Transport):
         self._plugin: Plugin | None = None
         self._routes: RouteTable | None = None
         self._get_route: Callable[[str], Route | None] = _no_route
+        self._get_binary: Callable[[int], Route | None] = _no_route
         self._ctx: PluginContext | None = None
         self._loop: LoopThread | None = None
         self._offload: Offload | None = None
@@ -119,6 +120,7 @@ class InProcessTransport(Transport):
             self.metadata = PluginMetadata(name, str(plugin_class.version), routes.type_tags)
             self._plugin, self._routes = plugin, routes
             self._get_route = routes.get if routes.raw else routes.routes.get
+            self._get_binary = routes.binary.get
             self._ctx = PluginContext(
                 self._config, self._router.context_logger(name), self._lifecycle
             )
@@ -235,7 +237,7 @@ class InProcessTransport(Transport):
             )
         self._router.close()
         self._namespace.unload()
-        self._get_route = _no_route
+        self._get_route = self._get_binary = _no_route
         if self._routes is not None:
             self._routes.clear()
         self._plugin = None
@@ -303,7 +305,43 @@ class InProcessTransport(Transport):
             if not self._gate.is_open:
                 raise self._not_active()
             self._start_work(route, route.request_from_object(request), completion, release, False)
-            return await completion.result(timeout, lambda: call_timed_out(route.type_tag, timeout))
+            return await completion.result(timeout, lambda: route.timed_out(timeout))
+        except BaseException:
+            try:  # first, and one builtin: the reservation is taken back, or it was claimed
+                self._unreserve(completion)
+            except KeyError:
+                self._stop_waiting(completion)
+            else:
+                self._withdrawn(completion, release)
+            raise
+
+    def call_raw(
+        self, message_id: int, payload: bytes, timeout: float | None, release: Release
+    ) -> bytes:
+        route = self._get_binary(message_id)
+        if route is None:
+            self._refuse(message_id, release, raw=True)
+        if timeout is not None or route.is_async:
+            completion = ThreadCompletion()
+            data: bytes = self._hand_off(route, payload, completion, release, timeout, is_json=True)
+            return data
+        result: bytes = route.response_to_json(self._run_inline(route, payload, release))
+        return result
+
+    async def acall_raw(
+        self, message_id: int, payload: bytes, timeout: float | None, release: Release
+    ) -> bytes:
+        route = self._get_binary(message_id)
+        if route is None:
+            self._refuse(message_id, release, raw=True)
+        completion = LoopCompletion(self._caller_loops.get(asyncio.get_running_loop()))
+        try:
+            self._reserve(completion)
+            if not self._gate.is_open:
+                raise self._not_active()
+            self._start_work(route, payload, completion, release, True)
+            data: bytes = await completion.result(timeout, lambda: route.timed_out(timeout))
+            return data
         except BaseException:
             try:  # first, and one builtin: the reservation is taken back, or it was claimed
                 self._unreserve(completion)
@@ -361,7 +399,7 @@ class InProcessTransport(Transport):
             else:
                 value = route.request_from_object(request)
             self._start_work(route, value, completion, release, is_json)
-            return completion.result(timeout, lambda: call_timed_out(route.type_tag, timeout))
+            return completion.result(timeout, lambda: route.timed_out(timeout))
         except BaseException:
             try:  # first, and one builtin: the reservation is taken back, or it was claimed
                 self._unreserve(completion)
@@ -463,11 +501,14 @@ class InProcessTransport(Transport):
             # Settled last: a caller that has its answer finds its slot free.
             completion.settle(result, error)
 
-    def _refuse(self, type_tag: object, release: Release) -> NoReturn:
-        """No route: ``InvalidState`` if the instance is not ACTIVE, else ``UnknownMessageType``."""
+    def _refuse(self, type_tag: object, release: Release, *, raw: bool = False) -> NoReturn:
+        """No route: ``InvalidState`` if the instance is not ACTIVE, else ``UnknownMessageType``
+        (``raw``: for a binary-transport message id)."""
         try:
             if not self._gate.is_open:
                 raise self._not_active()
+            if raw:
+                raise no_raw_handler(self.metadata.name, type_tag)
             raise no_handler(self.metadata.name, type_tag)
         finally:
             release()
@@ -492,7 +533,7 @@ else:
         return loop.create_task(coro)
 
 
-def _no_route(type_tag: str) -> Route | None:
+def _no_route(key: object) -> Route | None:
     return None
 
 

@@ -1,5 +1,8 @@
 """Response buffers: copy out and free exactly once, then decode the envelope.
 
+Binary-transport responses (``RbResponse``) are copied and freed the same way; they carry
+no envelope: the bytes are the answer, or, with a non-zero code, a NUL-terminated message.
+
 ``plugin_call`` answers ``{"status":"success","payload":<json>}`` with error code 0, or a
 non-zero error code with ``{"status":"error","error_code":N,"error_message":"..."}`` or a
 bare message. Anything else breaks the ABI and is an ``FfiError`` — except a success whose
@@ -18,7 +21,7 @@ from typing import Any, TypeVar
 import msgspec
 
 from .._errors import FfiError, PluginError, error_for_code, not_carried_as_json
-from .abi import FfiBuffer
+from .abi import FfiBuffer, RbResponse
 
 
 class _Envelope(msgspec.Struct):
@@ -53,6 +56,22 @@ def take(buffer: FfiBuffer, free: Any) -> tuple[int, bytes]:
         return buffer.error_code, data
     finally:
         free(buffer)
+
+
+def take_raw(response: RbResponse, free: Any) -> tuple[int, bytes]:
+    """``take`` for a binary-transport response (``free`` is ``rb_response_free``)."""
+    try:
+        data = _string_at(response.data, response.len) if response.data else b""
+        return response.error_code, data
+    finally:
+        free(response)
+
+
+def raw_error(code: int, data: bytes) -> PluginError:
+    """The exception for a binary-transport response with a non-zero error code. Its data
+    is a NUL-terminated message: the text ends at the first NUL (which ``len`` counts)."""
+    text = data.partition(b"\0")[0].decode("utf-8", "replace").strip()
+    return error_for_code(code, text or f"native raw call failed (code {code})")
 
 
 def decode_value(code: int, data: bytes) -> Any:

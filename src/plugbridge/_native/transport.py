@@ -44,9 +44,11 @@ from .._errors import (
     call_timed_out,
     cancelled_by_shutdown,
     describe_exception,
+    no_binary_transport,
     no_handler,
     not_active,
     not_carried_as_json,
+    raw_call_timed_out,
 )
 from .._levels import LogLevel
 from .._lifecycle import Lifecycle, LifecycleState
@@ -55,7 +57,7 @@ from .._sources import NativeSource
 from .._transport import PluginMetadata, Release, Transport
 from .abi import Abi
 from .bounded import CallFailed, run_bounded
-from .envelope import decode_json, decode_value, take
+from .envelope import decode_json, decode_value, raw_error, take, take_raw
 from .library import PrivateLibrary
 from .trampoline import LogTrampoline
 
@@ -81,6 +83,9 @@ class NativeTransport(Transport):
         self._handle: int | None = None
         self._call: Any = None
         self._free: Any = None
+        self._call_raw: Any = None
+        """``plugin_call_raw`` while ACTIVE, if the library has the binary transport."""
+        self._free_raw: Any = None
         self.metadata = native_metadata(source)
         self._offload = Offload(config.thread_count(), f"plugbridge-{self.metadata.name}-call")
         self._cancelled = False
@@ -119,9 +124,19 @@ class NativeTransport(Transport):
             self._fail_start(unload=True)
             raise
 
+        create_failed: list[str] = []
+
         def init() -> int | None:
-            plugin = abi.create()
+            # A plugin that builds itself from its config (rustbridge's PluginFactory) sees
+            # ``data`` only through plugin_create_with_config: preferred when exported.
+            if abi.create_with_config is not None:
+                plugin = abi.create_with_config(config_json, len(config_json))
+            else:
+                plugin = abi.create()
             if not plugin:
+                create_failed.append(
+                    "plugin_create_with_config" if abi.create_with_config else "plugin_create"
+                )
                 return None
             handle: int | None = abi.init(plugin, config_json, len(config_json), callback)
             return handle
@@ -143,9 +158,11 @@ class NativeTransport(Transport):
             raise InitializationFailed(f"{label} did not finish plugin_init in time")
         if not handle:
             self._fail_start(unload=True)
-            raise InitializationFailed(f"{label}: plugin_init failed (returned NULL)")
+            why = f"{create_failed[0]} returned NULL" if create_failed else "returned NULL"
+            raise InitializationFailed(f"{label}: plugin_init failed ({why})")
         self._abi, self._handle = abi, handle
         self._call, self._free = abi.call, abi.free_buffer
+        self._call_raw, self._free_raw = abi.call_raw, abi.free_response
         self._gate.open()
         self._lifecycle.move(LifecycleState.ACTIVE)
 
@@ -257,7 +274,7 @@ class NativeTransport(Transport):
 
     def _unload(self) -> None:
         """Unmap the private copy: plugin_shutdown has returned and no thread is inside."""
-        self._call = self._free = self._abi = None
+        self._call = self._free = self._call_raw = self._free_raw = self._abi = None
         if self._library is not None:
             self._library.close()
 
@@ -348,6 +365,101 @@ class NativeTransport(Transport):
             finally:
                 gate.leave()
             return decode(code, data)
+
+        def done() -> None:
+            release()
+
+        self._offload.run(completion, work, done, _host_failure)
+
+    # -- the binary transport ----------------------------------------------------------
+    #
+    # The same gate, slot and timeout machinery as ``call``; the state is checked before
+    # the export, so a closed handle is ``InvalidState`` whether or not the library has the
+    # binary transport. Each response is freed with ``rb_response_free`` exactly once.
+
+    def call_raw(
+        self, message_id: int, payload: bytes, timeout: float | None, release: Release
+    ) -> bytes:
+        if timeout is None:  # straight into C on the caller's thread, as ``_send`` does
+            gate = self._gate
+            try:
+                gate.arrive(None)
+                if not gate.is_open:
+                    raise self._not_active()
+                call_raw = self._call_raw
+                if call_raw is None:
+                    raise no_binary_transport(self.metadata.name)
+                (response,) = _starmap(
+                    call_raw, ((self._handle, message_id, payload, len(payload)),)
+                )
+                try:
+                    code = response.error_code
+                    address = response.data
+                    data = _string_at(address, response.len) if address else b""
+                finally:
+                    self._free_raw(response)
+            finally:
+                try:
+                    gate.depart()
+                finally:
+                    release()
+                    gate.after_depart()
+            if self._cancelled:
+                raise cancelled_by_shutdown()
+            if code:
+                raise raw_error(code, data)
+            return data
+        self._admit_raw(release)
+        completion = ThreadCompletion()
+        self._offload_raw(message_id, payload, completion, release)
+        result: bytes = completion.result(timeout, lambda: raw_call_timed_out(message_id, timeout))
+        return result
+
+    async def acall_raw(
+        self, message_id: int, payload: bytes, timeout: float | None, release: Release
+    ) -> bytes:
+        self._admit_raw(release)
+        try:
+            completion = LoopCompletion(self._caller_loops.get(asyncio.get_running_loop()))
+        except BaseException:
+            release()
+            raise
+        self._offload_raw(message_id, payload, completion, release)
+        result: bytes = await completion.result(
+            timeout, lambda: raw_call_timed_out(message_id, timeout)
+        )
+        return result
+
+    def _admit_raw(self, release: Release) -> None:
+        """Before handing a raw call to a thread: refuse it at once (slot given back) if the
+        instance is not ACTIVE, or if the library has no binary transport."""
+        if not self._gate.is_open:
+            release()
+            raise self._not_active()
+        if self._call_raw is None:
+            release()
+            raise no_binary_transport(self.metadata.name)
+
+    def _offload_raw(
+        self, message_id: int, payload: bytes, completion: Completion, release: Release
+    ) -> None:
+        """``_offload_call`` for the binary transport."""
+        gate = self._gate
+
+        def work() -> bytes:
+            if not gate.enter():
+                raise self._not_active()
+            try:
+                call_raw = self._call_raw
+                if call_raw is None:
+                    raise no_binary_transport(self.metadata.name)
+                response = call_raw(self._handle, message_id, payload, len(payload))
+                code, data = take_raw(response, self._free_raw)
+            finally:
+                gate.leave()
+            if code:
+                raise raw_error(code, data)
+            return data
 
         def done() -> None:
             release()

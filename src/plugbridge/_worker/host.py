@@ -3,8 +3,10 @@
 Requests cross as JSON: the host encodes a ``call`` request exactly as the in-process
 runtime would see it, the worker runs ``call_json`` on its own in-process (or native)
 transport, and errors come back as their code and message, raised here as the same
-``PluginError`` classes. A crash fails the session (``PluginCrashed``); with
-``restart_on_crash`` a fresh session replaces it, within ``RestartPolicy`` limits.
+``PluginError`` classes. Binary-transport calls cross as their bytes (``RawCall``), and
+their answers as the response bytes, in the same ``Result``/``Failure`` frames. A crash
+fails the session (``PluginCrashed``); with ``restart_on_crash`` a fresh session replaces
+it, within ``RestartPolicy`` limits.
 """
 
 from __future__ import annotations
@@ -157,6 +159,18 @@ class WorkerTransport(Transport):
             release()
             raise
         return _decode(type_tag, await session.acall(type_tag, payload, timeout, release))
+
+    def call_raw(
+        self, message_id: int, payload: bytes, timeout: float | None, release: Release
+    ) -> bytes:
+        result: bytes = self._current.call(message_id, payload, timeout, release)
+        return result
+
+    async def acall_raw(
+        self, message_id: int, payload: bytes, timeout: float | None, release: Release
+    ) -> bytes:
+        result: bytes = await self._current.acall(message_id, payload, timeout, release)
+        return result
 
     def _wire_tag(self, type_tag: object) -> str:
         """A type tag that is not plain ASCII ``str``, as it crosses the channel (a plain

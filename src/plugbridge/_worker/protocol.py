@@ -13,7 +13,7 @@ import msgspec
 
 from .._sources import BundledLibrary
 
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
 
 
 class _Message(msgspec.Struct, array_like=True):
@@ -59,6 +59,23 @@ class Call(_Message, tag=2):
     cancellable: bool
 
 
+class RawCall(_Message, tag=6):
+    """Run the raw handler of ``message_id`` (the binary transport) with ``payload``; the
+    answer is a ``Result`` whose payload is the response bytes, or a ``Failure``, exactly
+    as for ``Call`` (``cancellable`` too)."""
+
+    id: int
+    message_id: int
+    payload: bytes
+    timeout: float | None
+    cancellable: bool
+
+    @property
+    def type_tag(self) -> str:
+        """How error messages name the call (a ``Call`` names its type tag)."""
+        return f"raw message {self.message_id}"
+
+
 class Cancel(_Message, tag=5):
     """The caller of call ``id`` gave up: cancel its work (its answer is still sent)."""
 
@@ -77,7 +94,7 @@ class Stop(_Message, tag=4):
     timeout: float
 
 
-HostMessage = Start | Call | SetLevel | Stop | Cancel
+HostMessage = Start | Call | RawCall | SetLevel | Stop | Cancel
 
 
 # -- worker -> host --------------------------------------------------------------------

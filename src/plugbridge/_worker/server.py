@@ -38,6 +38,7 @@ from .protocol import (
     Cancel,
     Failure,
     HostMessage,
+    RawCall,
     Released,
     Result,
     SetLevel,
@@ -106,6 +107,8 @@ class WorkerServer:
                     ).start()
                 call = message
                 work = lambda: self._run_call(call, slot)  # noqa: E731
+            elif type(message) is RawCall:
+                work = self._admit_raw(message)
             elif type(message) is Cancel:
                 self._cancellable.cancel(message.id)
             elif type(message) is SetLevel:
@@ -121,6 +124,39 @@ class WorkerServer:
         if work is not None:
             work()
         return True
+
+    def _admit_raw(self, message: RawCall) -> Callable[[], None] | None:
+        """A binary-transport call, read (under the read lock): as ``Call`` is admitted.
+        Returns the work to run on this thread, if any (a follower then reads)."""
+        if self._stopping:
+            self._refuse(message)
+            return None
+        slot = CallSlot(self._channel, message)
+        if message.cancellable:
+            with self._count_lock:
+                self._running[message.id] = slot
+            self._cancellable.start(message, slot, functools.partial(self._call_ended, slot))
+            return None
+        with self._count_lock:
+            self._running[message.id] = slot
+            lonely = self._waiting == 0
+        if lonely:
+            threading.Thread(target=self._follow, name="plugbridge-call", daemon=True).start()
+        return lambda: self._run_raw(message, slot)
+
+    def _run_raw(self, call: RawCall, slot: CallSlot) -> None:
+        try:
+            payload = self._transport.call_raw(
+                call.message_id, call.payload, call.timeout, slot.release
+            )
+        except BaseException as exc:
+            if isinstance(exc, TooManyRequests):
+                send(self._channel, Stats(self._transport.rejected_count))
+            slot.fail(exc)
+        else:
+            slot.succeed(payload)
+        finally:
+            self._call_ended(slot)
 
     def _receive(self) -> HostMessage:
         try:
@@ -141,7 +177,7 @@ class WorkerServer:
         self._sink.level = level
         self._transport.set_log_level(level)
 
-    def _refuse(self, call: Call) -> None:
+    def _refuse(self, call: Call | RawCall) -> None:
         """A call read after ``Stop``: answered at once, never run (the host may then
         send it to another instance)."""
         slot = CallSlot(self._channel, call)
@@ -190,7 +226,7 @@ class CallSlot:
 
     __slots__ = ("_channel", "_lock", "_released", "_reported", "_type_tag", "id")
 
-    def __init__(self, channel: Channel[HostMessage], call: Call) -> None:
+    def __init__(self, channel: Channel[HostMessage], call: Call | RawCall) -> None:
         self._channel = channel
         self.id = call.id
         self._type_tag = call.type_tag

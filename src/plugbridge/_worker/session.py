@@ -36,6 +36,7 @@ from .._errors import (
     error_for_code,
     no_handler,
     not_active,
+    raw_call_timed_out,
     seconds,
 )
 from .._levels import LogLevel
@@ -53,6 +54,7 @@ from .protocol import (
     Failure,
     Fatal,
     Log,
+    RawCall,
     Released,
     Result,
     SetLevel,
@@ -156,7 +158,7 @@ class WorkerSession:
 
     def submit(
         self,
-        type_tag: str,
+        type_tag: str | int,
         payload: bytes,
         timeout: float | None,
         release: Release,
@@ -175,12 +177,19 @@ class WorkerSession:
         ``Timeout`` and never runs; one written in part stays in flight (the rest follows
         in the background) and times out like any call. With ``patience`` (seconds) the
         caller waits no longer than that: a background thread sends the call then.
+
+        ``type_tag`` is a ``str`` for a JSON call, an ``int`` (a checked ``uint32`` message
+        id) for a call of the binary transport (``RawCall``); both are answered alike.
         """
         call_id = next(_ids)
         try:
-            if type(type_tag) is not str:
+            if type(type_tag) is str:
+                message: Call | RawCall = Call(call_id, type_tag, payload, timeout, cancellable)
+            elif type(type_tag) is int:
+                message = RawCall(call_id, type_tag, payload, timeout, cancellable)
+            else:
                 raise no_handler(self.metadata.name, type_tag)
-            frame = self.channel.frame(Call(call_id, type_tag, payload, timeout, cancellable))
+            frame = self.channel.frame(message)
         except BaseException as exc:
             release()
             raise self._unsendable(exc, type_tag) from None
@@ -214,7 +223,7 @@ class WorkerSession:
                 return call_id
             self._pending.pop(call_id, None)
             release()  # idempotent: harmless if a sweep released it already
-            raise call_timed_out(type_tag, timeout) from None
+            raise _timed_out(type_tag, timeout) from None
         except OSError:
             pass  # a worker that is gone: the reader fails it with the others
         except BaseException:  # refused, or interrupted: it was not sent
@@ -230,7 +239,7 @@ class WorkerSession:
         entry: _Pending,
         *,
         deadline: float | None,
-        type_tag: str,
+        type_tag: str | int,
         timeout: float | None,
     ) -> None:
         """Send a call frame from a thread of its own (its caller may not wait)."""
@@ -244,7 +253,7 @@ class WorkerSession:
             except SendTimeout as exc:
                 if exc.started:
                     return
-                late = call_timed_out(type_tag, timeout)
+                late = _timed_out(type_tag, timeout)
             except OSError:
                 return  # a worker that is gone: the reader fails it with the others
             self._pending.pop(call_id, None)
@@ -260,13 +269,13 @@ class WorkerSession:
             return exc  # ours already, or KeyboardInterrupt and the like: as it is
         if isinstance(exc, FrameTooLarge):
             return SerializationError(
-                f"call {type_tag!r}: its request ({exc.size} bytes) is larger than the "
+                f"call {_named(type_tag)}: its request ({exc.size} bytes) is larger than the "
                 f"worker channel's frame limit ({exc.limit} bytes, see {MAX_FRAME_ENV})"
             )
         if isinstance(exc, UnicodeEncodeError):  # a lone surrogate: no handler has it
             return no_handler(self.metadata.name, type_tag)
         return InternalError(
-            f"call {type_tag!r} cannot be sent to the worker: {describe_exception(exc)}"
+            f"call {_named(type_tag)} cannot be sent to the worker: {describe_exception(exc)}"
         )
 
     def _refusal(self) -> PluginError:
@@ -274,7 +283,11 @@ class WorkerSession:
             return PluginCrashed(self.crash.message)
         return not_active(self.metadata.name, self.state.name)
 
-    def call(self, type_tag: str, payload: bytes, timeout: float | None, release: Release) -> Any:
+    def call(
+        self, type_tag: str | int, payload: bytes, timeout: float | None, release: Release
+    ) -> Any:
+        """A call from a thread: JSON (``type_tag`` a ``str``) or raw (an ``int`` message
+        id); the answer's payload bytes."""
         me = threading.current_thread()
         turn = self._turn
         if turn.reading is me:
@@ -297,10 +310,10 @@ class WorkerSession:
                 turn.handed_back()
         if deadline is not None:
             remaining = max(0.0, deadline - time.monotonic())
-        return completion.result(remaining, lambda: call_timed_out(type_tag, timeout))
+        return completion.result(remaining, lambda: _timed_out(type_tag, timeout))
 
     async def acall(
-        self, type_tag: str, payload: bytes, timeout: float | None, release: Release
+        self, type_tag: str | int, payload: bytes, timeout: float | None, release: Release
     ) -> Any:
         completion = LoopCompletion(self._caller_loops.get(asyncio.get_running_loop()))
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -320,9 +333,9 @@ class WorkerSession:
         if deadline is not None:
             remaining = deadline - time.monotonic()
             if remaining <= 0:  # late already (sending took it all): no race with the answer
-                completion.give_up(call_timed_out(type_tag, timeout))
+                completion.give_up(_timed_out(type_tag, timeout))
                 return completion.outcome()
-        return await completion.result(remaining, lambda: call_timed_out(type_tag, timeout))
+        return await completion.result(remaining, lambda: _timed_out(type_tag, timeout))
 
     def _send_control(self, message: Cancel | SetLevel) -> None:
         """Send a small control frame, waiting at most ``CONTROL_WAIT`` for the channel;
@@ -528,3 +541,15 @@ class WorkerSession:
             else:  # never run: not ACTIVE, so a reload sends it to the new instance
                 entry.completion.settle(None, not_active(self.metadata.name, "STOPPING"))
         self.log.close()
+
+
+def _timed_out(type_tag: str | int, timeout: float | None) -> PluginError:
+    """The ``Timeout`` of a JSON call (``type_tag`` a ``str``) or a raw one (an ``int``)."""
+    if isinstance(type_tag, int):
+        return raw_call_timed_out(type_tag, timeout)
+    return call_timed_out(type_tag, timeout)
+
+
+def _named(type_tag: object) -> str:
+    """A call as messages name it: its type tag (quoted), or ``raw message N``."""
+    return f"raw message {type_tag}" if type(type_tag) is int else repr(type_tag)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from .._errors import Cancelled
 from .._json import decode_json, encode_json
 from .._transport import Transport
-from .protocol import Call
+from .protocol import Call, RawCall
 
 if TYPE_CHECKING:
     from .server import CallSlot
@@ -29,7 +29,7 @@ class CancellableCalls:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: dict[int, asyncio.Task[None]] = {}
 
-    def start(self, call: Call, slot: CallSlot, done: Callable[[], None]) -> None:
+    def start(self, call: Call | RawCall, slot: CallSlot, done: Callable[[], None]) -> None:
         self._running_loop().call_soon_threadsafe(self._create, call, slot, done)
 
     def cancel(self, call_id: int) -> None:
@@ -46,9 +46,10 @@ class CancellableCalls:
                 self._loop = loop
             return self._loop
 
-    def _create(self, call: Call, slot: CallSlot, done: Callable[[], None]) -> None:
+    def _create(self, call: Call | RawCall, slot: CallSlot, done: Callable[[], None]) -> None:
         assert self._loop is not None
-        task = self._loop.create_task(self._run(call, slot))
+        body = self._run_raw(call, slot) if isinstance(call, RawCall) else self._run(call, slot)
+        task = self._loop.create_task(body)
         self._tasks[call.id] = task
 
         def finished(task: asyncio.Task[None]) -> None:
@@ -64,6 +65,18 @@ class CancellableCalls:
         task = self._tasks.get(call_id)
         if task is not None:
             task.cancel()
+
+    async def _run_raw(self, call: RawCall, slot: CallSlot) -> None:
+        try:
+            payload = await self._transport.acall_raw(
+                call.message_id, call.payload, call.timeout, slot.release
+            )
+        except asyncio.CancelledError:
+            slot.fail(Cancelled("call cancelled by the caller"))
+        except BaseException as exc:
+            slot.fail(exc)
+        else:
+            slot.succeed(payload)
 
     async def _run(self, call: Call, slot: CallSlot) -> None:
         try:
