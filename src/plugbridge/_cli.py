@@ -7,6 +7,7 @@ import json
 import sys
 from collections.abc import Sequence
 
+from ._cli_bundle import register, run_bundle_command
 from ._errors import PluginError
 from ._levels import LogLevel
 from ._load import ISOLATIONS, load
@@ -40,6 +41,7 @@ def _parser() -> argparse.ArgumentParser:
     inspect = commands.add_parser("inspect", help="print name, version and type tags")
     common(inspect)
     inspect.add_argument("--json", action="store_true", help="print as JSON")
+    register(commands)  # keygen, bundle create|inspect|verify|extract; inspect of a bundle
     return parser
 
 
@@ -49,6 +51,8 @@ def _print_record(level: LogLevel, target: str, message: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if (done := run_bundle_command(args)) is not None:
+        return done
     try:
         config = json.loads(args.config) if args.config else {}
     except json.JSONDecodeError as exc:
