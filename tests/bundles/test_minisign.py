@@ -4,14 +4,20 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+import json
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+import plugbridge
 from plugbridge._bundle import minisign
 from plugbridge._bundle.minisign import PublicKey, SecretKey, SignatureError
+
+from .conftest import write_zip
 
 # The oracle vectors of rustbridge-python's tests (made with the Rust minisign crate).
 VECTOR_DATA = b"Hello, rustbridge!"
@@ -385,3 +391,76 @@ def test_minisign_and_plugbridge_both_refuse_a_tampered_trusted_comment(
     assert "Comment signature verification failed" in done.stderr
     with pytest.raises(SignatureError, match=r"^bad global signature"):
         minisign.verify(b"payload", tampered, public)
+
+
+# --- plugbridge keygen and bundles with the minisign tool ---------------------------------
+
+
+def _keygen(where: Path, *options: str) -> tuple[Path, PublicKey]:
+    key = where / "pb.key"
+    done = _run(sys.executable, "-m", "plugbridge", "keygen", "-o", str(key), *options)
+    assert done.returncode == 0, done.stderr
+    public = PublicKey.parse(Path(f"{key}.pub"))
+    assert done.stdout.strip() == public.to_base64()
+    return key, public
+
+
+@pytest.mark.parametrize("encrypted", [True, False], ids=["encrypted", "unencrypted"])
+def test_keys_from_plugbridge_keygen_sign_with_minisign(
+    minisign_tool: str, tmp_path: Path, encrypted: bool
+) -> None:
+    if encrypted:  # minisign's own scrypt cost (1 GiB): what keygen always writes
+        (tmp_path / "pw").write_text("keygen password\n")
+        key, public = _keygen(tmp_path, "--password-file", str(tmp_path / "pw"))
+    else:
+        key, public = _keygen(tmp_path, "--unencrypted")
+    assert minisign.secret_key_encrypted(key) == encrypted
+    data = tmp_path / "data.txt"
+    data.write_bytes(b"signed by minisign")
+    done = _run(
+        minisign_tool, "-S", "-s", str(key), "-m", str(data), "-t", "keygen key",
+        stdin="keygen password\n" if encrypted else "",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    text = (tmp_path / "data.txt.minisig").read_text()
+    assert minisign.verify(data.read_bytes(), text, public) == "keygen key"
+    _minisign_verifies(minisign_tool, data, tmp_path / "data.txt.minisig", Path(f"{key}.pub"))
+
+
+def test_a_bundle_signed_by_the_minisign_tool_loads_as_trusted(
+    minisign_tool: str, tmp_path: Path, hello_release: bytes, isolation: str
+) -> None:
+    from plugbridge._bundle.platform import current_platform
+
+    sec, pub = _minisign_keypair(minisign_tool, tmp_path, None)
+    entry = f"lib/{current_platform()}/release/libhello_c.so"
+    manifest = {
+        "bundle_version": "1.0",
+        "plugin": {"name": "minisigned", "version": "1.0.0"},
+        "platforms": {
+            current_platform(): {
+                "variants": {
+                    "release": {
+                        "library": entry,
+                        "checksum": "sha256:" + hashlib.sha256(hello_release).hexdigest(),
+                    }
+                }
+            }
+        },
+    }
+    files = {"manifest.json": json.dumps(manifest, indent=2).encode(), entry: hello_release}
+    entries: dict[str, bytes] = {}
+    for name, data in files.items():
+        path = tmp_path / "sign-me"
+        path.write_bytes(data)
+        done = _run(minisign_tool, "-S", "-s", str(sec), "-m", str(path))
+        assert done.returncode == 0, done.stderr
+        entries[name] = data
+        entries[f"{name}.minisig"] = (tmp_path / "sign-me.minisig").read_bytes()
+    bundle = write_zip(tmp_path / "minisigned.rbp", entries)
+    with plugbridge.load(bundle, trusted_keys=[pub], isolation=isolation) as plugin:
+        assert plugin.metadata.trust == "trusted"
+        assert plugin.call("echo", {"message": "m"}) == {"message": "m", "length": 1}
+    _, stranger = minisign.generate()
+    with pytest.raises(plugbridge.BundleError, match="signed by an untrusted key"):
+        plugbridge.load(bundle, trusted_keys=[stranger.to_base64()], isolation=isolation)
