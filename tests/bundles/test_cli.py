@@ -129,7 +129,7 @@ def test_every_command_answers_help(cli: Cli, command: list[str]) -> None:
     assert out.startswith("usage: plugbridge")
 
 
-def test_the_console_script_registers_the_commands() -> None:
+def test_python_dash_m_plugbridge_has_the_commands() -> None:
     done = subprocess.run(
         [sys.executable, "-m", "plugbridge", "bundle", "verify", "--help"],
         capture_output=True,
@@ -375,6 +375,7 @@ def test_create_signs_with_an_encrypted_key_and_its_password_file(
         (["--lib", "nocolon"], ["--lib 'nocolon' is not PLATFORM[:VARIANT]:PATH"]),
         (["--lib", "{here}:{lib}", "--metadata", "novalue"], ["--metadata 'novalue' is not K=V"]),
         (["--lib", "{here}:{lib}", "--schema", "{missing}"], ["cannot read schema"]),
+        (["--lib", "{here}:{lib}", "--schema", "{lib}:.."], ["entry 'schema/..' is not a safe"]),
         (["--lib", "{here}:{lib}", "--sign-key", "{missing}"], ["cannot read secret key file"]),
         (["--lib", "{here}:{lib}", "--sign-key", "{lib}"], ["is not a text file"]),
         (["--lib", "{here}:{lib}", "--password-file", "{lib}"], ["--password-file is for"]),

@@ -207,12 +207,19 @@ def test_sign_and_verify(prehashed: bool) -> None:
         minisign.verify(b"datA", text, public)
 
 
-@pytest.mark.parametrize("comment", ["two\nlines", "carriage\rreturn"])
-def test_comments_must_be_one_line(comment: str) -> None:
+@pytest.mark.parametrize(
+    ("comment", "problem"),
+    [
+        ("two\nlines", "must be one line"),
+        ("carriage\rreturn", "must be one line"),
+        ("nul\0byte", "must not hold a NUL"),
+    ],
+)
+def test_comments_minisign_could_not_read_back_are_refused(comment: str, problem: str) -> None:
     secret, _ = minisign.generate()
-    with pytest.raises(ValueError, match="must be one line"):
+    with pytest.raises(ValueError, match=problem):
         minisign.sign(b"x", secret, trusted_comment=comment)
-    with pytest.raises(ValueError, match="must be one line"):
+    with pytest.raises(ValueError, match=problem):
         minisign.sign(b"x", secret, trusted_comment="ok", untrusted_comment=comment)
 
 

@@ -532,6 +532,8 @@ def sign(
     ):
         if "\n" in comment or "\r" in comment:
             raise ValueError(f"the {name} must be one line")
+        if "\0" in comment:
+            raise ValueError(f"the {name} must not hold a NUL character (minisign stops there)")
         if len(comment.encode("utf-8")) > limit:
             raise ValueError(f"the {name} is longer than minisign reads ({limit} bytes)")
     private = Ed25519PrivateKey.from_private_bytes(key.seed)

@@ -29,6 +29,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from .archive import unsafe_entry_name
 from .manifest import (
     DEFAULT_VARIANT,
     MANIFEST,
@@ -170,6 +171,10 @@ def write_bundle(
     except Exception as exc:
         raise BundleWriteError(str(exc).removeprefix(f"invalid {MANIFEST}: ")) from None
 
+    for entry, _, _ in files:
+        unsafe = unsafe_entry_name(entry)
+        if unsafe is not None:
+            raise BundleWriteError(f"bundle entry {entry!r} is not a safe path: {unsafe}")
     entries: list[tuple[str, bytes]] = [(MANIFEST, manifest_bytes)]
     stamp = int(time.time())
     signed = [(MANIFEST, manifest_bytes)] + [(e, d) for e, d, s in files if s]
