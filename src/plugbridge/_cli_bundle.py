@@ -88,7 +88,10 @@ def run_bundle_command(args: argparse.Namespace) -> int | None:
     except BrokenPipeError:  # stdout closed early (``| head``): no message, no flush error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     except OSError as exc:
-        _fail(f"{exc.filename + ': ' if exc.filename else ''}{exc.strerror or exc}")
+        where = f"{exc.filename}: " if exc.filename else ""
+        _fail(f"{where}{exc.strerror or exc}")
+    except Exception as exc:  # a command line answers in one line, whatever went wrong
+        _fail(f"unexpected {type(exc).__name__}: {exc}")
     return EXIT_FAILED
 
 
