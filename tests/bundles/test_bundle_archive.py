@@ -109,11 +109,51 @@ def test_zip_bomb_is_refused_before_it_is_inflated(tmp_path: Path, hello_release
 def test_entry_whose_header_understates_its_size_is_refused(
     tmp_path: Path, hello_release: bytes
 ) -> None:
-    """A header that declares fewer bytes than the data hold: reading stops at the declared
-    size, and the entry fails its CRC instead of yielding more."""
+    """A header that declares fewer bytes than the data hold: at most one byte more than
+    declared is ever inflated, and the entry is refused."""
     bundle = write_zip(tmp_path / "h.rbp", good_entries(hello_release))
-    set_declared_size(bundle, library_entry(), len(hello_release) // 2)
-    with pytest.raises(BundleError, match=rf"entry '{library_entry()}' .* cannot be read: "):
+    declared = len(hello_release) // 2
+    set_declared_size(bundle, library_entry(), declared)
+    with pytest.raises(BundleError) as caught:
+        plugbridge.load(bundle)
+    assert caught.value.message.endswith(f"holds more than the {declared} bytes it declares")
+
+
+@pytest.mark.parametrize("method", [zipfile.ZIP_STORED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA])
+def test_entries_of_other_methods_are_read_and_checked_too(
+    tmp_path: Path, hello_release: bytes, method: int
+) -> None:
+    """Stored entries are read directly, bzip2 and LZMA ones through zipfile: each is
+    counted against its declared size all the same."""
+    bundle = tmp_path / "h.rbp"
+    with zipfile.ZipFile(bundle, "w") as archive:
+        for name, data in good_entries(hello_release).items():
+            archive.writestr(zipfile.ZipInfo(name), data, compress_type=method)
+    with BundleArchive(bundle) as opened:
+        assert opened.read(library_entry()) == hello_release
+    set_declared_size(bundle, library_entry(), len(hello_release) - 1)
+    with pytest.raises(BundleError, match=r"holds more than|cannot be read"):
+        plugbridge.load(bundle)
+
+
+def test_corrupt_deflate_data_is_refused(tmp_path: Path, hello_release: bytes) -> None:
+    bundle = write_zip(tmp_path / "h.rbp", good_entries(hello_release))
+    data = bytearray(bundle.read_bytes())
+    at = data.find(library_entry().encode()) + len(library_entry()) + 200
+    data[at : at + 8] = bytes(8)  # inside the library's compressed data
+    bundle.write_bytes(bytes(data))
+    with pytest.raises(
+        BundleError, match=rf"entry '{library_entry()}' .* (cannot be read|not the)"
+    ):
+        plugbridge.load(bundle)
+
+
+def test_local_header_naming_another_file_is_refused(tmp_path: Path, hello_release: bytes) -> None:
+    bundle = write_zip(tmp_path / "h.rbp", good_entries(hello_release))
+    data = bundle.read_bytes()
+    at = data.find(b"manifest.json", data.find(b"PK\x03\x04"))  # in the first local header
+    bundle.write_bytes(data[:at] + b"manifest.jsoX" + data[at + 13 :])
+    with pytest.raises(BundleError, match="its local header names another file"):
         plugbridge.load(bundle)
 
 

@@ -8,6 +8,12 @@ compressed size (a zip bomb declares a huge size for a few bytes). Reading an en
 counts the bytes it really yields and stops at its declared size or the caller's limit,
 whichever is smaller: a lying header can neither make us read more nor go unnoticed (a
 short or corrupt entry fails its CRC). Nothing is ever written to disk here.
+
+Stored and deflated entries (all rustbridge writes) are read straight from the file and
+inflated with ``zlib`` in one bounded call: the local header is checked against the
+directory as ``zipfile`` checks it, and the CRC-32 after. This is about twice as fast as
+``zipfile``'s stream for the small entries a load reads (manifest, signatures); any other
+method goes through ``zipfile``.
 """
 
 from __future__ import annotations
@@ -15,8 +21,11 @@ from __future__ import annotations
 import os
 import re
 import stat
+import struct
 import zipfile
+import zlib
 from types import TracebackType
+from typing import BinaryIO
 
 from .._errors import BundleError
 
@@ -30,13 +39,19 @@ libraries compress 2-10 fold, a zip bomb hundreds or thousands of times."""
 EXPANSION_FLOOR = 1024 * 1024
 _CHUNK = 1024 * 1024
 _DRIVE = re.compile(r"^[A-Za-z]:")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_LOCAL_HEADER = struct.Struct("<4s22xHH")  # signature, (version … sizes), name and extra lengths
+_LOCAL_MAGIC = b"PK\x03\x04"
+_UTF8_NAME = 0x800
+_ENCRYPTED = 0x1
+_DIRECT = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)
 
 
 def unsafe_entry_name(name: str) -> str | None:
     """Why ``name`` is not a safe relative path inside a bundle, or None if it is."""
     if not name:
         return "it is empty"
-    if any(ord(char) < 32 or ord(char) == 127 for char in name):
+    if _CONTROL.search(name):
         return "it holds a control character"
     if "\\" in name:
         return "it holds a backslash"
@@ -61,21 +76,32 @@ class BundleArchive:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = os.fspath(path)
         try:
-            self._zip = zipfile.ZipFile(self.path)
+            self._file: BinaryIO = open(self.path, "rb")  # noqa: SIM115 (closed by close())
         except FileNotFoundError:
             raise BundleError(f"bundle not found: {self.path}") from None
         except IsADirectoryError:
             raise BundleError(f"bundle {self.path} is a directory, not a zip archive") from None
-        except zipfile.BadZipFile as exc:
-            raise BundleError(f"bundle {self.path} is not a zip archive ({exc})") from None
         except OSError as exc:
             raise BundleError(f"cannot read bundle {self.path}: {exc.strerror or exc}") from None
-        except Exception as exc:  # a directory zipfile cannot parse: struct, value, overflow
-            raise BundleError(f"bundle {self.path} is not a readable zip archive ({exc})") from None
+        try:
+            self._zip = zipfile.ZipFile(self._file)
+        except BaseException as exc:
+            self._file.close()
+            if isinstance(exc, zipfile.BadZipFile):
+                raise BundleError(f"bundle {self.path} is not a zip archive ({exc})") from None
+            if isinstance(exc, OSError):
+                raise BundleError(
+                    f"cannot read bundle {self.path}: {exc.strerror or exc}"
+                ) from None
+            if isinstance(exc, Exception):  # a directory zipfile cannot parse
+                raise BundleError(
+                    f"bundle {self.path} is not a readable zip archive ({exc})"
+                ) from None
+            raise
         try:
             self._entries = self._checked_entries()
         except BaseException:
-            self._zip.close()
+            self.close()
             raise
 
     def _checked_entries(self) -> dict[str, zipfile.ZipInfo]:
@@ -138,30 +164,79 @@ class BundleArchive:
                 f"entry {name!r} of bundle {self.path} is oversized: {declared} bytes "
                 f"declared, the limit for it is {limit}"
             )
-        chunks: list[bytes] = []
-        total = 0
         try:
-            with self._zip.open(info) as stream:
-                while chunk := stream.read(min(_CHUNK, declared - total + 1)):
-                    total += len(chunk)
-                    if total > declared:  # zipfile stops at the header's size; never trust it
-                        raise BundleError(
-                            f"entry {name!r} of bundle {self.path} holds more than the "
-                            f"{declared} bytes it declares"
-                        )
-                    chunks.append(chunk)
+            if info.compress_type in _DIRECT and not info.flag_bits & _ENCRYPTED:
+                data = self._read_direct(info)
+            else:
+                data = self._read_through_zipfile(info)
         except BundleError:
             raise
         except Exception as exc:  # bad CRC, truncated or corrupt data, encrypted, unsupported
+            raise self._unreadable(info, str(exc)) from None
+        if len(data) != declared:
             raise BundleError(
-                f"entry {name!r} of bundle {self.path} cannot be read: {exc}"
-            ) from None
-        if total != declared:
-            raise BundleError(
-                f"entry {name!r} of bundle {self.path} holds {total} bytes, not the "
+                f"entry {name!r} of bundle {self.path} holds {len(data)} bytes, not the "
                 f"{declared} it declares"
             )
+        return data
+
+    def _read_direct(self, info: zipfile.ZipInfo) -> bytes:
+        """A stored or deflated entry, straight from the file; at most one byte more than
+        its declared size is ever inflated."""
+        declared, packed = info.file_size, info.compress_size
+        if info.compress_type == zipfile.ZIP_STORED and packed != declared:
+            raise self._unreadable(info, f"stored as {packed} bytes, but it declares {declared}")
+        if packed > declared + declared // 100 + 1024:  # deflate never grows data this much
+            raise self._unreadable(info, f"{packed} compressed bytes for {declared} of data")
+        self._file.seek(info.header_offset)
+        header = self._file.read(_LOCAL_HEADER.size)
+        if len(header) != _LOCAL_HEADER.size or header[:4] != _LOCAL_MAGIC:
+            raise self._unreadable(info, "no local file header where the directory says")
+        _, name_length, extra_length = _LOCAL_HEADER.unpack(header)
+        local_name = self._file.read(name_length)
+        encoding = "utf-8" if info.flag_bits & _UTF8_NAME else "cp437"
+        if local_name.decode(encoding, "replace") != info.orig_filename:
+            raise self._unreadable(info, "its local header names another file")
+        self._file.seek(extra_length, os.SEEK_CUR)
+        raw = self._file.read(packed)
+        if len(raw) != packed:
+            raise self._unreadable(info, "the bundle ends inside it")
+        if info.compress_type == zipfile.ZIP_STORED:
+            data = raw
+        else:
+            inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+            data = inflater.decompress(raw, declared + 1)
+            if len(data) > declared:
+                raise BundleError(
+                    f"entry {info.orig_filename!r} of bundle {self.path} holds more than the "
+                    f"{declared} bytes it declares"
+                )
+            if not inflater.eof:
+                raise self._unreadable(info, "its compressed data end early")
+        if len(data) == declared and zlib.crc32(data) != info.CRC:
+            raise self._unreadable(info, "its data fail their CRC-32 check")
+        return data
+
+    def _read_through_zipfile(self, info: zipfile.ZipInfo) -> bytes:
+        """Any other entry, through ``zipfile``'s stream, counting what it yields."""
+        declared = info.file_size
+        chunks: list[bytes] = []
+        total = 0
+        with self._zip.open(info) as stream:
+            while chunk := stream.read(min(_CHUNK, declared - total + 1)):
+                total += len(chunk)
+                if total > declared:  # zipfile stops at the header's size; never trust it
+                    raise BundleError(
+                        f"entry {info.orig_filename!r} of bundle {self.path} holds more than "
+                        f"the {declared} bytes it declares"
+                    )
+                chunks.append(chunk)
         return b"".join(chunks)
+
+    def _unreadable(self, info: zipfile.ZipInfo, why: str) -> BundleError:
+        return BundleError(
+            f"entry {info.orig_filename!r} of bundle {self.path} cannot be read: {why}"
+        )
 
     def read_text(self, name: str, limit: int) -> str:
         data = self.read(name, limit)
@@ -173,7 +248,10 @@ class BundleArchive:
     # -- closing -----------------------------------------------------------------------
 
     def close(self) -> None:
-        self._zip.close()
+        try:
+            self._zip.close()
+        finally:
+            self._file.close()
 
     def __enter__(self) -> BundleArchive:
         return self
