@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .harness import Row
 
-SECTIONS = ("bench_inprocess", "bench_worker", "bench_native")
+SECTIONS = ("bench_inprocess", "bench_worker", "bench_native", "bench_bundle")
 ROOT = Path(__file__).resolve().parent.parent
 HEADER = ("section", "benchmark", "median", "p99", "ratio", "target", "verdict")
 
