@@ -1,4 +1,6 @@
-"""Native plugins (rustbridge C ABI): echo through plugbridge against raw ctypes calls.
+"""Native plugins (rustbridge C ABI): echo through plugbridge against raw ctypes calls, and
+the binary transport (rustbridge's MSG_BENCH_SMALL struct) the same way; against rustbridge's
+own Python host (``rustbridge`` on PyPI) on the same library too, when it is installed.
 
 Compiles examples/hello-c with the machine's C compiler into a temp dir first.
 """
@@ -29,6 +31,48 @@ SECTION = "native"
 REQUEST = {"message": "hello world"}
 EXPECTED = {"message": "hello world", "length": 11}
 TARGET = 1.3
+RAW_TARGET = 1.3
+MSG_BENCH_SMALL = 1
+SMALL_JSON = {"key": "benchmark_key", "flags": 1}
+
+
+class SmallRequestRaw(ctypes.Structure):
+    """rustbridge's hello-plugin ``SmallRequestRaw`` (76 bytes)."""
+
+    _fields_ = (
+        ("version", ctypes.c_uint8),
+        ("_reserved", ctypes.c_uint8 * 3),
+        ("key", ctypes.c_uint8 * 64),
+        ("key_len", ctypes.c_uint32),
+        ("flags", ctypes.c_uint32),
+    )
+
+
+class SmallResponseRaw(ctypes.Structure):
+    """rustbridge's hello-plugin ``SmallResponseRaw`` (80 bytes)."""
+
+    _fields_ = (
+        ("version", ctypes.c_uint8),
+        ("_reserved", ctypes.c_uint8 * 3),
+        ("value", ctypes.c_uint8 * 64),
+        ("value_len", ctypes.c_uint32),
+        ("ttl_seconds", ctypes.c_uint32),
+        ("cache_hit", ctypes.c_uint8),
+        ("_padding", ctypes.c_uint8 * 3),
+    )
+
+
+def small_request() -> SmallRequestRaw:
+    key = SMALL_JSON["key"].encode()  # type: ignore[attr-defined]
+    request = SmallRequestRaw(version=1, key_len=len(key), flags=1)
+    ctypes.memmove(request.key, key, len(key))
+    return request
+
+
+def check_small(data: bytes) -> None:
+    response = SmallResponseRaw.from_buffer_copy(data)
+    assert bytes(response.value[: response.value_len]) == b"value_for_benchmark_key"
+    assert (response.ttl_seconds, response.cache_hit) == (3600, 1)
 
 
 def build(dest: Path) -> Path:
@@ -51,6 +95,15 @@ class _Buffer(ctypes.Structure):
         ("len", ctypes.c_size_t),
         ("capacity", ctypes.c_size_t),
         ("error_code", ctypes.c_uint32),
+    )
+
+
+class _RbResponse(ctypes.Structure):
+    _fields_ = (
+        ("error_code", ctypes.c_uint32),
+        ("len", ctypes.c_uint32),
+        ("capacity", ctypes.c_uint32),
+        ("data", ctypes.c_void_p),
     )
 
 
@@ -78,6 +131,14 @@ class RawPlugin:
             ctypes.c_size_t,
         ]
         lib.plugin_free_buffer.argtypes = [ctypes.POINTER(_Buffer)]
+        lib.plugin_call_raw.restype = _RbResponse
+        lib.plugin_call_raw.argtypes = [
+            ctypes.c_void_p,
+            ctypes.c_uint32,
+            ctypes.c_char_p,
+            ctypes.c_size_t,
+        ]
+        lib.rb_response_free.argtypes = [ctypes.POINTER(_RbResponse)]
         lib.plugin_shutdown.argtypes = [ctypes.c_void_p]
         self.callback = _CALLBACK(lambda *args: None)
         config = msgspec.json.encode(plugbridge.PluginConfig().to_wire())
@@ -97,6 +158,17 @@ class RawPlugin:
         if buffer.error_code or envelope["status"] != "success":
             raise RuntimeError(data)
         return envelope["payload"]
+
+    def small_raw(self, request: bytes) -> bytes:
+        """plugin_call_raw + copy + free (the binary transport's baseline)."""
+        response = self.lib.plugin_call_raw(self.handle, MSG_BENCH_SMALL, request, len(request))
+        try:
+            data = ctypes.string_at(response.data, response.len)
+        finally:
+            self.lib.rb_response_free(ctypes.byref(response))
+        if response.error_code:
+            raise RuntimeError(data)
+        return data
 
     def close(self) -> None:
         self.lib.plugin_shutdown(self.handle)
@@ -151,14 +223,106 @@ def _latency_rows(library: Path, raw: RawPlugin, rounds: int) -> list[Row]:
     return rows
 
 
+def _raw_rows(library: Path, raw: RawPlugin, rounds: int) -> tuple[list[Row], float]:
+    """``call_raw`` of the bench.small struct against plugin_call_raw + copy + free."""
+    structure = small_request()
+    request = bytes(structure)
+    with plugbridge.load(library) as plugin:
+        check_small(plugin.call_raw(MSG_BENCH_SMALL, request))
+        check_small(raw.small_raw(request))
+
+        async def acall_many(n: int) -> None:
+            for _ in range(n):
+                await plugin.acall_raw(MSG_BENCH_SMALL, request)
+
+        def acall_per_call() -> list[float]:
+            n = max(rounds // 50, 10)
+            out = []
+            for _ in range(20):
+                start = time.perf_counter()
+                asyncio.run(acall_many(n))
+                out.append((time.perf_counter() - start) / n)
+            return out
+
+        base, call_raw, from_struct = [], [], []
+        for _ in range(5):  # interleaved, so drift hits both alike
+            base += sample(lambda: raw.small_raw(request), rounds // 5)
+            call_raw += sample(lambda: plugin.call_raw(MSG_BENCH_SMALL, request), rounds // 5)
+            from_struct += sample(lambda: plugin.call_raw(MSG_BENCH_SMALL, structure), rounds // 5)
+        timed = sample(lambda: plugin.call_raw(MSG_BENCH_SMALL, request, timeout=5.0), rounds // 10)
+        acall = acall_per_call()
+        json_small = sample(lambda: plugin.call("bench.small", SMALL_JSON), rounds // 5)
+    base_m, raw_m = median(base), median(call_raw)
+    rows = [
+        Row(SECTION, "raw ctypes plugin_call_raw bench.small + copy + free (baseline)",
+            us(base_m), us(p99(base))),
+        _ratio_row("call_raw() native bench.small struct", call_raw, base_m,
+                   f"≤ {RAW_TARGET}×", raw_m <= RAW_TARGET * base_m),
+        _ratio_row("call_raw() native bench.small, request a ctypes Structure", from_struct,
+                   base_m, "", None),
+        _ratio_row("call_raw(timeout=5) native bench.small (pool thread)", timed, base_m,
+                   "", None),
+        _ratio_row("acall_raw() native bench.small (pool thread)", acall, base_m, "", None),
+        _ratio_row("call() native bench.small JSON", json_small, base_m, "", None),
+    ]  # fmt: skip
+    return rows, base_m
+
+
+def _rustbridge_rows(library: Path, raw_base: float, rounds: int) -> list[Row]:
+    """rustbridge's own Python host (PyPI ``rustbridge``) on the same library, if installed."""
+    if importlib.util.find_spec("rustbridge") is None:
+        return [Row(SECTION, "rustbridge Python host", "n/a", note="rustbridge not installed")]
+    from rustbridge import NativePluginLoader
+
+    class Request(ctypes.Structure):  # rustbridge's own examples pack them (same layout)
+        _pack_ = 1
+        _fields_ = SmallRequestRaw._fields_
+
+    class Response(ctypes.Structure):
+        _pack_ = 1
+        _fields_ = SmallResponseRaw._fields_
+
+    request = Request.from_buffer_copy(bytes(small_request()))
+    small_json = msgspec.json.encode(SMALL_JSON).decode()
+    copy = Path(tempfile.mkdtemp(prefix="bench-rustbridge-")) / library.name
+    shutil.copyfile(library, copy)  # rustbridge shares one mapping per path: its own copy
+    try:
+        plugin = NativePluginLoader.load(str(copy))
+        try:
+            check_small(bytes(plugin.call_raw(MSG_BENCH_SMALL, request, Response)))
+            binary = sample(
+                lambda: plugin.call_raw(MSG_BENCH_SMALL, request, Response), rounds // 5
+            )
+            json_call = sample(lambda: plugin.call("bench.small", small_json), rounds // 5)
+        finally:
+            plugin.close()
+    finally:
+        shutil.rmtree(copy.parent, ignore_errors=True)
+    return [
+        _ratio_row("rustbridge (PyPI) call_raw bench.small struct, same library", binary,
+                   raw_base, "", None),
+        _ratio_row("rustbridge (PyPI) call bench.small JSON, same library", json_call,
+                   raw_base, "", None),
+    ]  # fmt: skip
+
+
 def _process_rows(library: Path, base_m: float, rounds: int) -> list[Row]:
     if importlib.util.find_spec("plugbridge._worker") is None:
         return [Row(SECTION, "call() native echo, isolation=process", "n/a",
                     note="the worker transport is not available")]  # fmt: skip
+    request = bytes(small_request())
     with plugbridge.load(library, isolation="process") as plugin:
         assert plugin.call("echo", REQUEST) == EXPECTED
+        check_small(plugin.call_raw(MSG_BENCH_SMALL, request))
         values = sample(lambda: plugin.call("echo", REQUEST), max(rounds // 10, 500), warmup=50)
-    return [_ratio_row("call() native echo, isolation=process", values, base_m, "", None)]
+        raw_values = sample(
+            lambda: plugin.call_raw(MSG_BENCH_SMALL, request), max(rounds // 10, 500), warmup=50
+        )
+    return [
+        _ratio_row("call() native echo, isolation=process", values, base_m, "", None),
+        _ratio_row("call_raw() native bench.small, isolation=process (vs the echo baseline)",
+                   raw_values, base_m, "", None),
+    ]  # fmt: skip
 
 
 def _lifecycle_rows(library: Path, quick: bool) -> list[Row]:
@@ -184,9 +348,12 @@ def run(quick: bool = False) -> list[Row]:
         raw = RawPlugin(library)
         try:
             rows = _latency_rows(library, raw, rounds)
+            raw_rows, raw_base = _raw_rows(library, raw, rounds)
+            rows += raw_rows
             base_m = median(sample(raw.echo, rounds // 5))
         finally:
             raw.close()
+        rows += _rustbridge_rows(library, raw_base, rounds)
         rows += _process_rows(library, base_m, rounds)
         rows += _lifecycle_rows(library, quick)
     return rows

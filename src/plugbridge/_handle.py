@@ -147,7 +147,7 @@ class PluginHandle:
         """The binary transport: ``request`` (a bytes-like object, or a ctypes structure:
         its bytes) to the raw handler of ``message_id`` (a ``uint32``); its response bytes."""
         timeout = self._default_timeout if timeout is None else self._call_timeout(timeout)
-        if type(message_id) is not int or not 0 <= message_id <= MAX_MESSAGE_ID:
+        if type(message_id) is not int or message_id >> 32:  # not a uint32 (negative too)
             message_id = self._message_id(message_id)
         payload = request if type(request) is bytes else _raw_bytes(request)
         while True:
@@ -176,7 +176,7 @@ class PluginHandle:
     ) -> bytes:
         """The asyncio form of ``call_raw``; never blocks the caller's event loop."""
         timeout = self._default_timeout if timeout is None else self._call_timeout(timeout)
-        if type(message_id) is not int or not 0 <= message_id <= MAX_MESSAGE_ID:
+        if type(message_id) is not int or message_id >> 32:  # not a uint32 (negative too)
             message_id = self._message_id(message_id)
         payload = request if type(request) is bytes else _raw_bytes(request)
         while True:

@@ -167,7 +167,7 @@ def test_any_bytes_like_request(plugin: plugbridge.PluginHandle) -> None:
             fail_request(7, b""),
             plugbridge.HandlerError,
             "native raw call failed (code 7)",
-        ),  # noqa: E501
+        ),
         (MSG_FAIL, fail_request(99, b"o"), plugbridge.InternalError, "unknown error code 99: o"),
         (777, b"", plugbridge.UnknownMessageType, "Unknown message ID: 777"),
         (
