@@ -79,6 +79,14 @@ RAW = """
                 await asyncio.sleep(0.01)
             return b"released"
 
+        @raw_handler(10)
+        def quiet(self, ctx, payload):  # no records: the interrupt storm's target
+            return payload[::-1]
+
+        @raw_handler(11)
+        async def aquiet(self, ctx, payload):
+            return payload.upper()
+
         @raw_handler(0xFFFFFFFF)
         def last(self, ctx, payload):
             return b"max id"
@@ -312,3 +320,22 @@ def test_raw_handler_arguments_are_checked(write_plugin: Callable[..., Path]) ->
     )
     with pytest.raises(plugbridge.InitializationFailed, match="raw handler of message 1"):
         plugbridge.load(source)
+
+
+def test_interrupt_storm_strands_no_slot(
+    tmp_path: Path, write_plugin: Callable[..., Path], isolation: str
+) -> None:
+    """KeyboardInterrupts landing anywhere in call_raw / acall_raw (sync and async raw
+    handlers) never cost a slot or leave a call inside the instance. (Handlers that log no
+    records: an interrupt inside the delivery of a record is another matter.)"""
+    from ..native.test_call_raw import interrupt_storm
+
+    source = write_plugin(RAW, name="raw_plugin.py")
+    for message_id, answer in ((10, "retfa"), (11, "AFTER")):
+        report = interrupt_storm(tmp_path, source, isolation, message_id, native=False)
+        assert report["interrupted"], report
+        assert report["in_flight"] == 0, report
+        assert report["served"] == [answer] * 4, report
+        assert report["other"] == [], report
+        assert report["state"] == "STOPPED", report
+        assert report["shutdown_s"] < 8, report

@@ -7,13 +7,17 @@ import asyncio
 import contextlib
 import ctypes
 import enum
+import json
 import os
 import struct
 import subprocess
+import sys
+import textwrap
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -421,3 +425,106 @@ def test_transport_releases_once_per_raw_call(hello_c: Path) -> None:
     with pytest.raises(plugbridge.InvalidState):
         transport.call_raw(MSG_ECHO_BYTES, b"", None, lambda: released.append(-1))
     assert sorted(released) == [-1, 0, 0, 1, 1, 2, 2]
+
+
+STORM = """
+    import asyncio, faulthandler, json, signal, sys, time
+    import plugbridge
+
+    faulthandler.dump_traceback_later(75, exit=True)  # a hang shows where every thread is
+
+    source, isolation, message_id, native = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+    SLOTS = 4
+    plugin = plugbridge.load(source, isolation=isolation,
+                             config={"max_concurrent_ops": SLOTS, "shutdown_timeout": 10})
+    storm = {"on": True, "hits": 0}
+    other = []
+
+    def interrupt(signum, frame):
+        # Like Ctrl-C, but only while plugbridge (or plugin) code runs.
+        if storm["on"] and frame is not None and frame.f_code not in OWN_CODE:
+            storm["hits"] += 1
+            raise KeyboardInterrupt
+
+    def attempt(fn, *args, **kwargs):
+        try:
+            fn(*args, **kwargs)
+        except KeyboardInterrupt:
+            pass
+        except plugbridge.PluginError as exc:
+            other.append(f"{type(exc).__name__}: {exc.message}")
+
+    def run_acall():
+        loop = asyncio.new_event_loop()
+        try:
+            loop.run_until_complete(plugin.acall_raw(message_id, b"abc"))
+        finally:
+            try:
+                loop.close()
+            except Exception:
+                pass  # asyncio's own state, broken half-way by an interrupt: not under test
+
+    def loop():
+        calls = 0
+        end = time.monotonic() + 3.0
+        while time.monotonic() < end:
+            calls += 1
+            attempt(plugin.call_raw, message_id, b"abc")
+            attempt(plugin.call_raw, message_id, bytearray(b"abc"), timeout=5)
+            if calls % 10 == 0:
+                attempt(run_acall)
+        return calls
+
+    OWN_CODE = {loop.__code__, attempt.__code__, interrupt.__code__, run_acall.__code__}
+    signal.signal(signal.SIGALRM, interrupt)
+    signal.setitimer(signal.ITIMER_REAL, 0.00003, 0.00003)
+    calls = loop()
+    storm["on"] = False
+    signal.setitimer(signal.ITIMER_REAL, 0, 0)
+    signal.signal(signal.SIGALRM, signal.SIG_IGN)
+    deadline = time.monotonic() + 10
+    while plugin.in_flight and time.monotonic() < deadline:
+        time.sleep(0.01)
+    in_flight = plugin.in_flight
+    served = [plugin.call_raw(message_id, b"after") for _ in range(SLOTS)]
+    outstanding = plugin.call("test.outstanding", {})["outstanding"] if native == "1" else 0
+    started = time.monotonic()
+    plugin.shutdown()
+    print(json.dumps({
+        "calls": calls, "interrupted": storm["hits"], "other": other[:5],
+        "in_flight": in_flight, "served": [s.decode("latin-1") for s in served],
+        "outstanding": outstanding, "shutdown_s": time.monotonic() - started,
+        "state": plugin.state.name,
+    }))
+"""
+
+
+def interrupt_storm(
+    tmp_path: Path, source: Path, isolation: str, message_id: int, native: bool
+) -> dict[str, Any]:
+    """Run STORM in a child interpreter (an interrupt escaping into pytest would end it)."""
+    script = tmp_path / "raw_storm.py"
+    script.write_text(textwrap.dedent(STORM))
+    done = subprocess.run(
+        [sys.executable, str(script), str(source), isolation, str(message_id), str(int(native))],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    report: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return report
+
+
+def test_interrupt_storm_strands_no_slot_and_no_response(hello_c: Path, tmp_path: Path) -> None:
+    """KeyboardInterrupts landing anywhere in call_raw (inline, with a timeout, acall_raw)
+    leave no slot taken, nothing inside the gate, and every response freed exactly once."""
+    report = interrupt_storm(tmp_path, hello_c, "inprocess", MSG_ECHO_BYTES, native=True)
+    assert report["interrupted"], report  # the storm really hit the calls
+    assert report["in_flight"] == 0, report
+    assert report["served"] == ["after"] * 4, report
+    assert report["outstanding"] == 0, report
+    assert report["other"] == [], report
+    assert report["state"] == "STOPPED", report
+    assert report["shutdown_s"] < 8, report  # no gate left entered (the drain would wait)
