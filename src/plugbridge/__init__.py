@@ -28,7 +28,7 @@ from ._logsink import LogCallback
 from ._plugin import Plugin, PluginContext, handler, raw_handler
 from ._transport import PluginMetadata
 
-__version__ = "0.2.0"
+__version__ = "0.4.0"
 
 __all__ = [
     "BundleError",
