@@ -218,7 +218,9 @@ def test_an_interrupt_at_any_step_of_a_spawn_leaves_nothing(
         for process in (*spawned, after.value):
             process.close_pidfd()
             process.close_pipes()
-        assert wait_until(lambda: _spawner_threads() == spawner_threads), f"{where}: a thread"
+        # At most as many as before: the global spawner's thread (an earlier test's worker
+        # not reaped yet) may end meanwhile; none of this test's spawners may be left.
+        assert wait_until(lambda: _spawner_threads() <= spawner_threads), f"{where}: a thread"
         _forget_unstarted_spawners()
         if hook.struck is None:
             break
