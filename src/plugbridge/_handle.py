@@ -348,6 +348,12 @@ class PluginHandle:
     ) -> None:
         self.shutdown()
 
+    def __reduce__(self) -> Any:
+        raise TypeError(
+            f"a PluginHandle cannot be pickled (plugin {self.metadata.name!r}): it stands for "
+            "an instance running in this process; load the plugin in each process that uses it"
+        )
+
     def __repr__(self) -> str:
         meta = self.metadata
         return (

@@ -297,3 +297,12 @@ def test_tasks_the_plugin_spawns_are_cancelled_at_shutdown(
     assert not marker.exists()
     plugin.shutdown()
     assert marker.read_text() == "cancelled"
+
+
+def test_a_handle_refuses_pickling_with_a_clear_error(isolation: str) -> None:
+    import pickle
+
+    with plugbridge.load(HELLO, isolation=isolation) as plugin:
+        with pytest.raises(TypeError, match="load the plugin in each process that uses it"):
+            pickle.dumps(plugin)
+        assert plugin.call("echo", {"message": "a"})["length"] == 1
