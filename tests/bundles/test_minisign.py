@@ -400,6 +400,38 @@ def test_minisign_and_plugbridge_both_refuse_a_tampered_trusted_comment(
         minisign.verify(b"payload", tampered, public)
 
 
+def test_a_small_order_key_cannot_make_a_universal_forgery_as_minisign_refuses_it(
+    minisign_tool: str, tmp_path: Path
+) -> None:
+    """The identity point as a public key, with R = identity and s = 0, satisfies the plain
+    (cofactorless) Ed25519 equation for every message: OpenSSL accepts such a signature,
+    libsodium and so minisign refuse small-order keys. A trusted key must not be one that
+    "signs" everything: plugbridge refuses as minisign does."""
+    identity = (1).to_bytes(32, "little")
+    key = PublicKey(key_id=bytes.fromhex("0102030405060708"), key=identity)
+    key.dump(tmp_path / "weak.pub")
+    forged = identity + bytes(32)
+    text = minisign.Signature(
+        algorithm=b"ED",
+        key_id=key.key_id,
+        signature=forged,
+        untrusted_comment="forged",
+        trusted_comment="anything at all",
+        global_signature=forged,
+    ).to_text()
+    data = tmp_path / "data.txt"
+    data.write_bytes(b"any data")
+    (tmp_path / "data.txt.minisig").write_text(text)
+    done = _run(minisign_tool, "-V", "-p", str(tmp_path / "weak.pub"), "-m", str(data))
+    assert done.returncode != 0
+    assert "Signature verification failed" in done.stderr
+    with pytest.raises(SignatureError) as raised:
+        minisign.verify(b"any data", text, key)
+    assert str(raised.value) == (
+        "bad signature: the data does not match the signature by key 0807060504030201"
+    )
+
+
 # --- plugbridge keygen and bundles with the minisign tool ---------------------------------
 
 

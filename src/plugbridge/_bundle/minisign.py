@@ -18,8 +18,13 @@ signs with) both ways:
   libsodium's ``crypto_pwhash_scryptsalsa208sha256`` derives from opslimit and memlimit;
   with kdf ``\\0\\0`` (``minisign -W``) they are in clear, and minisign leaves ``chk`` zero.
 
-Ed25519 is ``cryptography``'s (never a curve of our own); BLAKE2b and scrypt are hashlib's.
-Every failure is a ``SignatureError`` whose message names the exact problem.
+Ed25519 is libsodium's, through PyNaCl (never a curve of our own): the library the minisign
+tool verifies with, so a signature holds here exactly when it holds for minisign (libsodium
+refuses small-order and non-canonical keys and points, some of which OpenSSL accepts).
+PyNaCl is imported on the first sign, verify or key derivation, not with this module, so
+what imports this module only to parse keys or for its names (the CLI's parser) does not
+pay the ~20 ms of loading libsodium. BLAKE2b and scrypt are hashlib's. Every failure is a
+``SignatureError`` whose message names the exact problem.
 """
 
 from __future__ import annotations
@@ -33,10 +38,10 @@ import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import EllipsisType
+from typing import TYPE_CHECKING
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+if TYPE_CHECKING:
+    import nacl.signing
 
 __all__ = [
     "MEMLIMIT_SENSITIVE",
@@ -284,11 +289,14 @@ def signature_key_id(signature_file_text: str) -> bytes:
 
 
 def _ed25519_holds(key: bytes, signature: bytes, message: bytes) -> bool:
+    import nacl.exceptions
+    import nacl.signing
+
     try:
-        Ed25519PublicKey.from_public_bytes(key).verify(signature, message)
-    except InvalidSignature:
+        nacl.signing.VerifyKey(key).verify(message, signature)
+    except nacl.exceptions.BadSignatureError:
         return False
-    except ValueError:
+    except ValueError:  # nacl.exceptions.ValueError is one: a key that is not 32 bytes
         raise SignatureError("the public key is not a valid Ed25519 key") from None
     return True
 
@@ -377,9 +385,14 @@ def _checksum(key_id: bytes, sk: bytes) -> bytes:
     return hashlib.blake2b(_KEY_ALG + key_id + sk, digest_size=_CHK_LEN).digest()
 
 
+def _signing_key(seed: bytes) -> nacl.signing.SigningKey:
+    import nacl.signing
+
+    return nacl.signing.SigningKey(seed)
+
+
 def _public_bytes(seed: bytes) -> bytes:
-    private = Ed25519PrivateKey.from_private_bytes(seed)
-    return private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    return bytes(_signing_key(seed).verify_key)
 
 
 @dataclass
@@ -509,9 +522,11 @@ def generate(password: bytes | None = None) -> tuple[SecretKey, PublicKey]:
     """A new key pair; ``password`` (None: unencrypted) is what ``dump`` encrypts with."""
     if password is not None and not password:
         raise ValueError("an empty password: use None for an unencrypted key")
+    import nacl.signing
+
     secret = SecretKey(
         key_id=secrets.token_bytes(_KEY_ID_LEN),
-        seed=secrets.token_bytes(_SEED_LEN),
+        seed=bytes(nacl.signing.SigningKey.generate()),
         password=password,
     )
     return secret, secret.public_key()
@@ -536,10 +551,10 @@ def sign(
             raise ValueError(f"the {name} must not hold a NUL character (minisign stops there)")
         if len(comment.encode("utf-8")) > limit:
             raise ValueError(f"the {name} is longer than minisign reads ({limit} bytes)")
-    private = Ed25519PrivateKey.from_private_bytes(key.seed)
+    private = _signing_key(key.seed)
     algorithm = _PREHASHED_ALG if prehashed else _KEY_ALG
-    signature = private.sign(_blake2b512(data) if prehashed else data)
-    global_signature = private.sign(signature + trusted_comment.encode("utf-8"))
+    signature = private.sign(_blake2b512(data) if prehashed else data).signature
+    global_signature = private.sign(signature + trusted_comment.encode("utf-8")).signature
     return Signature(
         algorithm=algorithm,
         key_id=key.key_id,
