@@ -4,6 +4,9 @@ A password comes from ``--password-file`` (its first line; the file's trailing n
 not part of it, as with minisign reading a line) or from a prompt on the terminal
 (``getpass``; asked twice when it protects a new key). An empty password is refused: an
 unencrypted key is asked for with ``--unencrypted``, never by accident.
+
+Key handling (``_bundle.minisign``) is imported by the functions that use it, not by the
+parser (see ``_cli_bundle``).
 """
 
 from __future__ import annotations
@@ -12,8 +15,10 @@ import argparse
 import getpass
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ._bundle.minisign import SecretKey, SignatureError, generate, secret_key_encrypted
+if TYPE_CHECKING:
+    from ._bundle.minisign import SecretKey
 
 
 class CommandError(Exception):
@@ -46,6 +51,8 @@ def prompt_password(prompt: str, *, confirm: bool) -> bytes:
 
 def load_secret_key(path: str, password_file: str | None) -> SecretKey:
     """The secret key at ``path``, decrypted with ``--password-file`` or a prompt."""
+    from ._bundle.minisign import SecretKey, SignatureError, secret_key_encrypted
+
     try:
         encrypted = secret_key_encrypted(path)
         password: bytes | None = None
@@ -80,6 +87,8 @@ def add_keygen(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run_keygen(args: argparse.Namespace) -> int:
+    from ._bundle.minisign import generate
+
     secret_path = Path(args.output)
     public_path = Path(f"{args.output}.pub")
     if not args.force:

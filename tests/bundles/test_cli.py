@@ -23,6 +23,7 @@ from plugbridge._bundle.minisign import PublicKey, SecretKey
 from plugbridge._bundle.platform import current_platform
 from plugbridge._cli import main
 
+from ..conftest import HELLO
 from .conftest import write_zip
 
 HERE = current_platform()
@@ -138,6 +139,41 @@ def test_python_dash_m_plugbridge_has_the_commands() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "--trusted-key KEY" in done.stdout
+
+
+# The bundle machinery and PyNaCl (~45 ms of imports) are for the bundle commands only.
+_IMPORTED = (
+    "import sys; "
+    "print('nacl' in sys.modules, any(m.startswith('plugbridge._bundle') for m in sys.modules))"
+)
+
+
+_MAIN = "from plugbridge._cli import main; assert main({}) == 0"
+
+
+@pytest.mark.parametrize(
+    ("code", "imported"),
+    [
+        ("import plugbridge", "False False"),
+        ("import plugbridge._cli", "False False"),
+        (_MAIN.format(["inspect", str(HELLO)]), "False False"),
+        (_MAIN.format(["call", str(HELLO), "echo", '{"message": "hi"}']), "False False"),
+        (_MAIN.format(["keygen", "--unencrypted", "-o", "k"]), "True True"),
+    ],
+    ids=["import plugbridge", "import plugbridge._cli", "inspect", "call", "keygen"],
+)
+def test_only_the_bundle_commands_import_the_bundle_machinery_and_pynacl(
+    tmp_path: Path, code: str, imported: str
+) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", f"{code}; {_IMPORTED}"],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == imported, done.stdout + done.stderr
 
 
 # --- keygen -------------------------------------------------------------------------------
@@ -379,6 +415,10 @@ def test_create_signs_with_an_encrypted_key_and_its_password_file(
         (["--lib", "{here}:{lib}", "--sign-key", "{missing}"], ["cannot read secret key file"]),
         (["--lib", "{here}:{lib}", "--sign-key", "{lib}"], ["is not a text file"]),
         (["--lib", "{here}:{lib}", "--password-file", "{lib}"], ["--password-file is for"]),
+        (
+            ["--lib", "{here}:{lib}", "--bundle-version", "9.9"],
+            ["bundle version '9.9' cannot be written (choose 1.0 or 1.1)"],
+        ),
     ],
 )
 def test_create_refuses_bad_input_in_one_line(
