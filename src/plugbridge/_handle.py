@@ -274,12 +274,15 @@ class PluginHandle:
             now = time.monotonic()
             deadline = None if limit is None else now + limit
             start_within = self._config.start_timeout if limit is None else limit
-            fresh = self._factory(now + min(self._config.start_timeout, start_within))
+            start_deadline = now + min(self._config.start_timeout, start_within)
+            if self._transport.reload_in_place(
+                start_deadline, self._stop_within(deadline, start_deadline)
+            ):
+                return
+            fresh = self._factory(start_deadline)
             fresh.set_log_level(self._sink.level)
             old, self._transport = self._transport, fresh
-            stop_within = self._config.shutdown_timeout
-            if deadline is not None:
-                stop_within = max(0.0, min(stop_within, deadline - time.monotonic()))
+            stop_within = self._stop_within(deadline, time.monotonic())
             try:
                 old.shutdown(stop_within)
             except PluginError as exc:
@@ -291,6 +294,13 @@ class PluginHandle:
                 )
             finally:
                 self._retired_rejections += old.rejected_count
+
+    def _stop_within(self, deadline: float | None, now: float) -> float:
+        """Seconds an old instance gets to stop during a reload that must end by
+        ``deadline`` (None: its own shutdown timeout)."""
+        if deadline is None:
+            return self._config.shutdown_timeout
+        return max(0.0, min(self._config.shutdown_timeout, deadline - now))
 
     def shutdown(self, timeout: float | None = None) -> None:
         """Stop the plugin within ``timeout`` (default: the config's); idempotent."""

@@ -27,6 +27,16 @@ call has really ended. It is idempotent (see ``_calls.limiter``): only the first
 
 
 @dataclass(frozen=True, slots=True)
+class ProcessUsage:
+    """What the process (or processes) running an instance use, as its statistics show."""
+
+    pid: int | None
+    """The worker's pid; None when several processes run the instance (replicas)."""
+    rss_bytes: int | None
+    cpu_seconds: float | None
+
+
+@dataclass(frozen=True, slots=True)
 class PluginMetadata:
     """What a plugin says about itself."""
 
@@ -64,6 +74,24 @@ class Transport(ABC):
     def rejected_count(self) -> int:
         """Refusals counted inside the plugin itself (native libraries keep their own)."""
         return 0
+
+    @property
+    def restart_count(self) -> int:
+        """Times the restart policy replaced a crashed worker of this instance."""
+        return 0
+
+    def process_usage(self) -> ProcessUsage | None:
+        """The pid, RSS and CPU time of the process running the instance; None in-process."""
+        return None
+
+    def reload_in_place(self, start_deadline: float, stop_within: float) -> bool:
+        """Reload by itself and return True, or return False and let the handle swap in a
+        fresh transport (the default). A transport made of several instances (replicas)
+        replaces them one at a time here, so the others serve meanwhile: a fresh one is
+        ACTIVE by ``start_deadline`` (``InitializationFailed`` if not; the ones not yet
+        replaced keep serving), each old one gets ``stop_within`` seconds to stop."""
+        del start_deadline, stop_within
+        return False
 
     @abstractmethod
     def call(self, type_tag: str, request: Any, timeout: float | None, release: Release) -> Any:
