@@ -1,4 +1,5 @@
-"""The ``plugbridge`` command: call a plugin once, or inspect it."""
+"""The ``plugbridge`` command: call a plugin once, or inspect it; the other commands live in
+the ``_cli_*`` modules, each with a ``register`` and a ``run_*_command``."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import json
 import sys
 from collections.abc import Sequence
 
-from ._cli_bundle import register, run_bundle_command
+from . import _cli_bundle, _cli_host, _cli_new
 from ._errors import PluginError
 from ._levels import LogLevel
 from ._load import ISOLATIONS, load
@@ -41,7 +42,11 @@ def _parser() -> argparse.ArgumentParser:
     inspect = commands.add_parser("inspect", help="print name, version and type tags")
     common(inspect)
     inspect.add_argument("--json", action="store_true", help="print as JSON")
-    register(commands)  # keygen, bundle create|inspect|verify|extract; inspect of a bundle
+    _cli_bundle.register(
+        commands
+    )  # keygen, bundle create|inspect|verify|extract, inspect of a bundle
+    _cli_host.register(commands)  # check, list
+    _cli_new.register(commands)  # new
     return parser
 
 
@@ -51,8 +56,13 @@ def _print_record(level: LogLevel, target: str, message: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if (done := run_bundle_command(args)) is not None:
-        return done
+    for run in (
+        _cli_bundle.run_bundle_command,
+        _cli_host.run_host_command,
+        _cli_new.run_new_command,
+    ):
+        if (done := run(args)) is not None:
+            return done
     try:
         config = json.loads(args.config) if args.config else {}
     except json.JSONDecodeError as exc:

@@ -1,0 +1,16 @@
+"""``plugbridge new NAME``: write a ready-to-build plugin project."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add this module's commands to the CLI."""
+    del commands
+
+
+def run_new_command(args: argparse.Namespace) -> int | None:
+    """Run a command of this module; None when ``args`` are another command's."""
+    del args
+    return None
