@@ -16,7 +16,15 @@ from pathlib import Path
 
 from .harness import Row
 
-SECTIONS = ("bench_inprocess", "bench_worker", "bench_native", "bench_bundle")
+SECTIONS = (
+    "bench_inprocess",
+    "bench_worker",
+    "bench_native",
+    "bench_bundle",
+    "bench_stats",
+    "bench_replicas",
+    "bench_watch",
+)
 ROOT = Path(__file__).resolve().parent.parent
 HEADER = ("section", "benchmark", "median", "p99", "ratio", "target", "verdict")
 
