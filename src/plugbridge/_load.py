@@ -25,6 +25,7 @@ def load(
     isolation: Isolation = "inprocess",
     variant: str | None = None,
     trusted_keys: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None = None,
+    replicas: int = 1,
 ) -> PluginHandle:
     """Load a plugin and return its ACTIVE handle (or raise, leaving nothing behind).
 
@@ -33,15 +34,55 @@ def load(
     ``isolation``: ``"inprocess"`` or ``"process"``. For a bundle, ``variant`` picks the
     library variant (default ``release``) and ``trusted_keys`` the minisign public keys
     its signatures must be made by (default: ``PLUGBRIDGE_TRUSTED_KEYS``); both are
-    ignored for other sources.
+    ignored for other sources. ``replicas`` > 1 (isolated plugins only) runs that many
+    instances behind the one handle: calls go to the least busy, a reload replaces them
+    one at a time.
     """
     cfg = PluginConfig.coerce(config)
+    check_placement(isolation, replicas)
+    sink = LogSink(log_callback, cfg.log_level)
+    factory = transport_factory(
+        source, cfg, sink, isolation, variant=variant, trusted_keys=trusted_keys, replicas=replicas
+    )
+    return PluginHandle(factory, cfg, sink, os.fspath(source))
+
+
+def check_placement(isolation: object, replicas: object) -> None:
+    """``ConfigError`` unless ``isolation`` is known and ``replicas`` fits it."""
     if isolation not in ISOLATIONS:
         raise ConfigError(f"isolation must be one of {', '.join(ISOLATIONS)}, not {isolation!r}")
+    if type(replicas) is not int or replicas < 1:
+        raise ConfigError(f"replicas must be a whole number of at least 1, not {replicas!r}")
+    if replicas > 1 and isolation == "inprocess":
+        raise ConfigError(
+            "replicas > 1 needs an isolated plugin (isolation='process'): in-process "
+            "replicas would share one interpreter and gain nothing"
+        )
+
+
+def transport_factory(
+    source: str | os.PathLike[str],
+    config: PluginConfig,
+    sink: LogSink,
+    isolation: str,
+    *,
+    variant: str | None = None,
+    trusted_keys: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None = None,
+    replicas: int = 1,
+) -> TransportFactory:
+    """What starts instances of ``source`` (resolved now: a missing file, a bad variant
+    name... raise here). Each start reads the source as it is on disk then."""
     resolved = resolve_source(source, variant=variant, trusted_keys=trusted_keys)
-    sink = LogSink(log_callback, cfg.log_level)
-    factory = _factory(resolved, cfg, sink, isolation)
-    return PluginHandle(factory, cfg, sink, os.fspath(source))
+    single = _factory(resolved, config, sink, isolation)
+    if replicas == 1:
+        return single
+
+    def start_replicas(deadline: float | None) -> Transport:
+        from ._replicas import ReplicaTransport
+
+        return ReplicaTransport.start(single, replicas, sink, deadline)
+
+    return start_replicas
 
 
 def _factory(
