@@ -1,6 +1,7 @@
 """plugbridge: load, call, reload and isolate plugins without the host ever crashing."""
 
 from ._config import PluginConfig
+from ._entrypoints import entry_points
 from ._errors import (
     BundleError,
     Cancelled,
@@ -57,6 +58,7 @@ __all__ = [
     "TooManyRequests",
     "UnknownMessageType",
     "__version__",
+    "entry_points",
     "handler",
     "load",
     "raw_handler",
