@@ -8,11 +8,14 @@ only read, so listing plugins never runs plugin code.
 
 from __future__ import annotations
 
-import importlib.metadata
 from collections.abc import Mapping
 from types import MappingProxyType
+from typing import TYPE_CHECKING
 
 from ._errors import InitializationFailed
+
+if TYPE_CHECKING:
+    import importlib.metadata
 
 ENTRY_POINT_GROUP = "plugbridge.plugins"
 
@@ -26,6 +29,8 @@ def entry_points() -> Mapping[str, str]:
     distributions advertise the same name, the one first on ``sys.path`` wins, as the
     import system would pick its module.
     """
+    import importlib.metadata  # ~20 ms: paid by the commands that read entry points only
+
     found: dict[str, str] = {}
     for entry in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
         found.setdefault(entry.name, _source_of(entry))
