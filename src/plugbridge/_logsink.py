@@ -4,6 +4,12 @@
 its own ``InstanceLog`` gate, which closes when that instance stops. Both closings wait for
 a callback that is running, so once ``shutdown()`` returns the callback is never entered
 again.
+
+A ``KeyboardInterrupt`` (Ctrl-C) may land on a delivering thread between any two steps, and
+a lock it left held would make every other thread's record wait the busy wait, then sit in
+the backlog, for good. So the lock is taken inside a ``try`` by one builtin call that also
+records whether it was taken, and the ``finally`` releases exactly that (see ``_take``). A
+record filtered out by level never gets that far.
 """
 
 from __future__ import annotations
@@ -32,6 +38,9 @@ _CLOSE_WAIT = 1.0
 _BUSY_WAIT = 0.05
 """Seconds a record waits for a busy callback before it is left for the busy thread."""
 _BACKLOG_LIMIT = 100_000
+_BLOCKING = (True,)
+_BUSY = (_BUSY_WAIT,)
+"""Arguments of the sink lock's ``acquire`` as ``_take`` passes them: wait, up to a timeout."""
 
 Record = tuple["InstanceLog", LogLevel, str, str]
 
@@ -74,41 +83,59 @@ class LogSink:
         its callback returns: a plugin thread never waits on the host's callback for long,
         and a callback that calls its plugin cannot deadlock.
         """
-        if self.lock.acquire(timeout=_BUSY_WAIT):
-            try:
+        held: list[bool] = []
+        try:
+            held.extend(filter(None, map(self.lock.acquire, _BLOCKING, _BUSY)))  # ``_take``
+            if held:
                 self._deliver_one(gate, level, target, message)
-            except BaseException:
-                self._release()
-                raise
-            self._release()
-            return
-        if len(self._backlog) < _BACKLOG_LIMIT:
-            self._backlog.append((gate, level, target, message))
-        else:
-            self._dropped += 1
-        if self.lock.acquire(blocking=False):  # the busy thread left meanwhile
-            self._release()
-
-    def _release(self) -> None:
-        """Deliver the backlog, then release; again if a record slipped in meanwhile."""
-        backlog = self._backlog
-        while True:
-            try:
-                while backlog:
-                    self._deliver_one(*backlog.popleft())
-                if self._dropped:
-                    dropped, self._dropped = self._dropped, 0
-                    self._report_dropped(dropped)
-            finally:
+                if self._backlog or self._dropped:
+                    self._deliver_backlog()
+        finally:
+            if held:
                 self.lock.release()
-            if not backlog or not self.lock.acquire(blocking=False):
-                return
+        if not held:
+            if len(self._backlog) < _BACKLOG_LIMIT:
+                self._backlog.append((gate, level, target, message))
+            else:
+                self._dropped += 1
+        while self._backlog and self._deliver_backlog_if_free():
+            pass  # the busy thread left meanwhile, or a record slipped in as this one left
+
+    def _deliver_backlog_if_free(self) -> bool:
+        held: list[bool] = []
+        try:
+            self._take(held, 0.0)
+            if held:
+                self._deliver_backlog()
+        finally:
+            if held:
+                self.lock.release()
+        return bool(held)
+
+    def _take(self, held: list[bool], wait: float) -> None:
+        """Take the lock within ``wait`` seconds (0: only if free); ``held`` says whether.
+
+        Taking and saying so are one builtin call (``held.extend`` driving ``acquire``), made
+        inside the caller's ``try``: a ``KeyboardInterrupt`` lands before it or after it,
+        never between, so the caller's ``finally`` (``if held: release``, whose first call
+        is the release) releases exactly what was taken.
+        """
+        held.extend(filter(None, map(self.lock.acquire, _BLOCKING, (wait,))))
+
+    def _deliver_backlog(self) -> None:
+        backlog = self._backlog
+        while backlog:
+            self._deliver_one(*backlog.popleft())
+        if self._dropped:
+            dropped, self._dropped = self._dropped, 0
+            self._report_dropped(dropped)
 
     def _deliver_one(self, gate: InstanceLog, level: LogLevel, target: str, message: str) -> None:
         if self.closed or not gate.open:
             return
-        token = attributed_instance.set(None)  # the host's code runs from here on
+        previous = attributed_instance.get()
         try:
+            attributed_instance.set(None)  # the host's code runs from here on
             if self.callback is None:
                 self._fallback.log(to_stdlib(level), "%s", message, extra={"plugin_target": target})
             else:
@@ -116,7 +143,7 @@ class LogSink:
         except BaseException as exc:  # SystemExit, KeyboardInterrupt too: the host's, not ours
             self._report_callback_failure(exc)
         finally:
-            attributed_instance.reset(token)
+            attributed_instance.set(previous)
 
     def _report_dropped(self, dropped: int) -> None:
         with contextlib.suppress(Exception):
@@ -133,28 +160,28 @@ class LogSink:
 
     def close(self) -> None:
         """No record reaches the callback after this returns (waits ~1 s for a running one)."""
-        if self.acquire_for_close():
-            try:
-                self.closed = True
-                self._backlog.clear()
-            finally:
-                self.lock.release()
-        else:
+        held: list[bool] = []
+        try:
+            self.acquire_for_close(held)
             self.closed = True
+            if held:
+                self._backlog.clear()
+        finally:
+            if held:
+                self.lock.release()
 
-    def acquire_for_close(self) -> bool:
-        """Take the lock to close a gate, waiting for a running callback at most until
-        ``_CLOSE_WAIT`` after the first close that had to wait (see ``_close_by``)."""
-        if self.lock.acquire(blocking=False):
+    def acquire_for_close(self, held: list[bool]) -> None:
+        """Take the lock to close a gate (``held`` says whether: see ``_take``), waiting for
+        a running callback at most until ``_CLOSE_WAIT`` after the first close that had to
+        wait (see ``_close_by``). Called inside a ``try`` whose ``finally`` releases."""
+        self._take(held, 0.0)
+        if not held:
+            close_by = self._close_by
+            if close_by is None:
+                close_by = self._close_by = time.monotonic() + _CLOSE_WAIT
+            self._take(held, max(0.0, close_by - time.monotonic()))
+        if held:
             self._close_by = None
-            return True
-        close_by = self._close_by
-        if close_by is None:
-            close_by = self._close_by = time.monotonic() + _CLOSE_WAIT
-        if self.lock.acquire(timeout=max(0.0, close_by - time.monotonic())):
-            self._close_by = None
-            return True
-        return False
 
 
 class InstanceLog:
@@ -176,10 +203,10 @@ class InstanceLog:
     def close(self) -> None:
         """No record of this instance reaches the callback after this returns (see
         ``LogSink.acquire_for_close`` for how long it waits for a running callback)."""
-        if self.sink.acquire_for_close():
-            try:
-                self.open = False
-            finally:
-                self.sink.lock.release()
-        else:
+        held: list[bool] = []
+        try:
+            self.sink.acquire_for_close(held)
             self.open = False
+        finally:
+            if held:
+                self.sink.lock.release()
