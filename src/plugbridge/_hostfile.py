@@ -23,8 +23,6 @@ from typing import Any
 
 import msgspec
 
-from ._bundle.keys import trusted_keys_for_load
-from ._bundle.minisign import _looks_like_base64_key
 from ._config import PluginConfig
 from ._entrypoints import entry_point_source
 from ._errors import ConfigError, PluginError
@@ -171,6 +169,8 @@ def checked_table(table: object, origin: str, section: str, base_dir: Path) -> d
     if "entry_point" in checked and not checked["entry_point"]:
         raise fail("entry_point", "is empty")
     if "trusted_keys" in checked:
+        from ._bundle.keys import trusted_keys_for_load  # the bundle machinery: when used only
+
         keys = checked["trusted_keys"]
         keys = tuple(
             _key_relative_to(key, base_dir) for key in ([keys] if isinstance(keys, str) else keys)
@@ -265,6 +265,8 @@ def _source_relative_to(text: str, base_dir: Path) -> str:
 
 def _key_relative_to(text: str, base_dir: Path) -> str:
     """A trusted key: a base64 key (or a ``.pub`` file's text) as it is, a path made absolute."""
+    from ._bundle.minisign import _looks_like_base64_key
+
     if "\n" in text or _looks_like_base64_key(text.strip()) or Path(text).is_absolute():
         return text
     return os.path.abspath(base_dir / text)
