@@ -1,0 +1,589 @@
+"""PluginHost: many plugins by name, started together, reloaded and stopped one by one.
+
+Each plugin is an ordinary ``PluginHandle``; the host only decides how its instances are
+started. Its factory looks the source up again at every start (a file fixed on disk, an
+entry point installed meanwhile are picked up by a reload) and records the outcome, so
+``status().error`` follows every load and reload, whoever asked for it. An optional plugin
+whose first start fails gets a ``FailedTransport`` instead of an instance: it is listed,
+FAILED, and the same handle serves once a reload succeeds.
+
+Locks: ``_lock`` guards the table of plugins and is only ever held for a moment (never
+while a plugin starts or stops). ``_watch_lock`` orders the updates of the file watcher; it
+is never taken on the watcher's own thread, so the watcher may wait for that thread while
+it is held.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from ._config import PluginConfig, checked_seconds
+from ._errors import ConfigError, InvalidState, PluginError, ShutdownFailed
+from ._handle import PluginHandle
+from ._host_failed import FailedTransport
+from ._host_status import PluginStatus
+from ._hostfile import CONFIG_KEYS, PluginSpec, checked_table, plugin_spec, read_host_file
+from ._levels import LogLevel
+from ._load import transport_factory
+from ._logsink import InstanceLog, LogCallback, LogSink
+from ._transport import Transport, TransportFactory
+
+if TYPE_CHECKING:
+    from ._watch import SourceWatcher  # type: ignore[import-not-found,unused-ignore]
+
+LogCallbackFor = Callable[[str], LogCallback | None]
+"""``log_callback_for(plugin_name)``: the callback for that plugin's records (None: the
+host's ``log_callback``)."""
+
+_internal_log = logging.getLogger("plugbridge")
+
+
+class _Entry:
+    """One plugin of the host: how to start it, its handle, and what the host knows of it."""
+
+    __slots__ = ("config", "error", "handle", "host_log", "sink", "source", "spec")
+
+    def __init__(self, spec: PluginSpec, callback: LogCallback | None) -> None:
+        self.spec = spec
+        self.config = PluginConfig.coerce(spec.config)  # the handle's own, as load() makes
+        self.sink = LogSink(callback, self.config.log_level)
+        self.sink.name_plugin(spec.name)  # until an instance names it after its metadata
+        self.host_log: InstanceLog = self.sink.instance_log()
+        """The host's own records about this plugin (failed loads) go through its sink."""
+        self.error: str | None = None
+        self.source: str | None = spec.source
+        """The source it was last started from (None: an entry point never found)."""
+        self.handle: PluginHandle | None = None
+
+    @property
+    def started(self) -> PluginHandle:
+        assert self.handle is not None
+        return self.handle
+
+    def status(self) -> PluginStatus:
+        handle = self.started
+        return PluginStatus(
+            name=self.spec.name,
+            source=self.source if self.source is not None else self.spec.shown_source,
+            isolation=self.spec.isolation,
+            state=handle.state,
+            log_level=handle.log_level,
+            metadata=handle.metadata,
+            error=self.error,
+            required=self.spec.required,
+        )
+
+
+class PluginHost:
+    """Many plugins by name. ``start()`` loads the planned ones concurrently (``from_file``
+    and ``with`` call it); ``close()`` stops them all, each within its shutdown timeout.
+
+    Every plugin's records go to ``log_callback`` (the contract's ``(level, target,
+    message)``: ``target`` stays the plugin's logger name), unless ``log_callback_for``
+    (called with the plugin's name) or ``add(..., log_callback=)`` gives that plugin its own
+    callback. ``defaults``: keys of a plugin table applied under every plugin ``add`` gets.
+    Safe to use from many threads.
+    """
+
+    def __init__(
+        self,
+        *,
+        log_callback: LogCallback | None = None,
+        defaults: Mapping[str, Any] | None = None,
+        log_callback_for: LogCallbackFor | None = None,
+    ) -> None:
+        for label, given in (
+            ("log_callback", log_callback),
+            ("log_callback_for", log_callback_for),
+        ):
+            if given is not None and not callable(given):
+                raise ConfigError(f"{label} must be callable, not {type(given).__name__}")
+        self._log_callback = log_callback
+        self._log_callback_for = log_callback_for
+        self._defaults = checked_table(
+            {} if defaults is None else defaults, "PluginHost", "defaults", Path.cwd()
+        )
+        self._lock = threading.Lock()
+        self._start_lock = threading.Lock()
+        self._watch_lock = threading.Lock()
+        self._entries: dict[str, _Entry] = {}
+        self._reserved: set[str] = set()
+        """Names being started by ``add``/``start``: taken, not yet listed."""
+        self._planned: tuple[PluginSpec, ...] = ()
+        self._started = False
+        self._closed = False
+        self._watcher: SourceWatcher | None = None
+
+    @classmethod
+    def from_file(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        log_callback: LogCallback | None = None,
+        log_callback_for: LogCallbackFor | None = None,
+    ) -> PluginHost:
+        """Read and validate the TOML host file at ``path``, then start its plugins."""
+        host = cls._planned_from_file(
+            path, log_callback=log_callback, log_callback_for=log_callback_for
+        )
+        host.start()
+        return host
+
+    @classmethod
+    def _planned_from_file(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        log_callback: LogCallback | None = None,
+        log_callback_for: LogCallbackFor | None = None,
+    ) -> PluginHost:
+        """A host with the plugins of the file at ``path`` planned, not started yet."""
+        host_file = read_host_file(path)
+        host = cls(log_callback=log_callback, log_callback_for=log_callback_for)
+        host._defaults = host_file.defaults
+        host._planned = host_file.plugins
+        return host
+
+    # -- starting ----------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Load the planned plugins concurrently; idempotent.
+
+        A required plugin that fails makes this raise its error (naming the plugin) after
+        the whole host is closed: nothing is left running. An optional one is listed,
+        FAILED, with its error.
+        """
+        try:
+            failures = self._start_planned(strict=True)
+        except BaseException:
+            with contextlib.suppress(PluginError):
+                self.close()
+            raise
+        if failures:
+            with contextlib.suppress(PluginError):
+                self.close()
+            first_name, first = failures[0]
+            others = "".join(f"; {name!r} too: {exc.message}" for name, exc in failures[1:])
+            raise type(first)(
+                f"required plugin {first_name!r} failed to load, so the host was stopped: "
+                f"{first.message}{others}"
+            ) from first
+
+    def _start_planned(self, *, strict: bool) -> list[tuple[str, PluginError]]:
+        """Start the planned plugins (once); the required ones that failed, by name. With
+        ``strict=False`` (``plugbridge check``) a required plugin that fails is listed
+        FAILED like an optional one, and still reported here."""
+        with self._start_lock:
+            with self._lock:
+                if self._closed:
+                    raise InvalidState("this plugin host was closed")
+                if self._started:
+                    return []
+                self._started = True
+                planned, self._planned = self._planned, ()
+                self._reserved.update(spec.name for spec in planned)
+            entries = [_Entry(spec, self._callback_for(spec.name, None)) for spec in planned]
+            failures = self._start_entries(entries, strict=strict)
+            if not strict:
+                failures = [
+                    (entry.spec.name, PluginError(entry.error))
+                    for entry in entries
+                    if entry.spec.required and entry.error is not None
+                ]
+            return failures
+
+    def _start_entries(
+        self, entries: list[_Entry], *, strict: bool
+    ) -> list[tuple[str, PluginError]]:
+        """Start ``entries`` at once (a thread each; this thread starts the first) and list
+        the ones that started; the required ones that failed are returned, their names
+        freed. Returns only once every start has ended, whatever interrupts it."""
+        failed: dict[str, PluginError] = {}
+        unexpected: list[BaseException] = []
+
+        def start_one(entry: _Entry) -> None:
+            tolerate = not (strict and entry.spec.required)
+            try:
+                entry.handle = self._new_handle(entry, tolerate_failure=tolerate)
+            except PluginError as exc:
+                failed[entry.spec.name] = exc
+            except BaseException as exc:  # a bug, or an interrupt: raised once all ended
+                unexpected.append(exc)
+
+        threads = [
+            threading.Thread(
+                target=start_one, args=(entry,), name=f"plugbridge-host-start-{entry.spec.name}"
+            )
+            for entry in entries[1:]
+        ]
+        try:
+            for thread in threads:
+                thread.start()
+            if entries:
+                start_one(entries[0])
+        finally:
+            for thread in threads:
+                _join_through_interrupts(thread)
+            started = [entry for entry in entries if entry.handle is not None]
+            with self._lock:
+                self._reserved.difference_update(entry.spec.name for entry in entries)
+                closed = self._closed
+                if not closed:
+                    self._entries.update((entry.spec.name, entry) for entry in started)
+            if closed:
+                _shut_down([(entry.spec.name, entry.started) for entry in started])
+        if unexpected:
+            raise unexpected[0]
+        if closed:
+            raise InvalidState("the plugin host was closed while its plugins were starting")
+        return [
+            (entry.spec.name, failed[entry.spec.name])
+            for entry in entries
+            if entry.spec.name in failed
+        ]
+
+    def _new_handle(self, entry: _Entry, *, tolerate_failure: bool) -> PluginHandle:
+        return PluginHandle(
+            self._factory(entry, tolerate_failure=tolerate_failure),
+            entry.config,
+            entry.sink,
+            entry.source if entry.source is not None else entry.spec.shown_source,
+        )
+
+    def _factory(self, entry: _Entry, *, tolerate_failure: bool) -> TransportFactory:
+        """What starts ``entry``'s instances: the source is resolved again at each start,
+        and the outcome recorded; with ``tolerate_failure``, a first start that fails gives
+        a ``FailedTransport`` (the plugin is then listed FAILED)."""
+        spec = entry.spec
+        first_start = [True]
+
+        def start(deadline: float | None) -> Transport:
+            first = first_start.pop() if first_start else False
+            try:
+                source = spec.current_source()
+                entry.source = source
+                factory = transport_factory(
+                    source,
+                    entry.config,
+                    entry.sink,
+                    spec.isolation,
+                    variant=spec.variant,
+                    trusted_keys=spec.trusted_keys,
+                    replicas=spec.replicas,
+                )
+                transport = factory(deadline)
+            except PluginError as exc:
+                entry.error = exc.message
+                if first and tolerate_failure:
+                    entry.host_log.emit(
+                        LogLevel.ERROR,
+                        "plugbridge",
+                        f"plugin {spec.name!r} failed to load; it stays FAILED until a reload "
+                        f"succeeds: {exc.message}",
+                    )
+                    return FailedTransport(spec.name, exc.message)
+                raise
+            entry.error = None
+            return transport
+
+        return start
+
+    def _callback_for(self, name: str, explicit: LogCallback | None) -> LogCallback | None:
+        if explicit is not None:
+            return explicit
+        if self._log_callback_for is not None:
+            chosen = self._log_callback_for(name)
+            if chosen is not None:
+                return chosen
+        return self._log_callback
+
+    # -- plugins by name ---------------------------------------------------------------
+
+    def add(
+        self,
+        name: str,
+        source: str | os.PathLike[str] | None = None,
+        *,
+        entry_point: str | None = None,
+        config: PluginConfig | Mapping[str, Any] | None = None,
+        isolation: str | None = None,
+        variant: str | None = None,
+        trusted_keys: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None = None,
+        replicas: int | None = None,
+        ray: Mapping[str, Any] | None = None,
+        required: bool | None = None,
+        log_callback: LogCallback | None = None,
+    ) -> PluginHandle:
+        """Start one more plugin now and return its handle; the keys are a plugin table's
+        (None: the host's defaults, else the table's default). ``config``: a mapping of
+        ``PluginConfig`` keys (merged over the defaults, as a table is) or a ``PluginConfig``
+        (all of its fields count). Relative paths are relative to the working directory.
+
+        A required plugin that fails raises and is not added; an optional one is added,
+        FAILED. ``ConfigError`` if ``name`` is taken or a key is wrong.
+        """
+        table = _config_table(config)
+        given = {
+            "source": source,
+            "entry_point": entry_point,
+            "isolation": isolation,
+            "variant": variant,
+            "trusted_keys": trusted_keys,
+            "replicas": replicas,
+            "ray": ray,
+            "required": required,
+        }
+        table.update((key, _plain(value)) for key, value in given.items() if value is not None)
+        spec = plugin_spec(name, table, self._defaults, "PluginHost.add", Path.cwd())
+        with self._lock:
+            if self._closed:
+                raise InvalidState("cannot add a plugin to a plugin host that was closed")
+            if name in self._entries or name in self._reserved:
+                raise ConfigError(f"this plugin host already has a plugin named {name!r}")
+            self._reserved.add(name)
+        entry = _Entry(spec, self._callback_for(name, log_callback))
+        failures = self._start_entries([entry], strict=True)
+        if failures:
+            raise failures[0][1]
+        self._watch_entry(entry)
+        return entry.started
+
+    def remove(self, name: str) -> None:
+        """Stop the plugin ``name`` (within its shutdown timeout) and forget it; ``KeyError``
+        if unknown. It is gone even when stopping it fails (``ShutdownFailed``)."""
+        with self._lock:
+            entry = self._entries.pop(name)
+        self._forget_watched(name)
+        entry.started.shutdown()
+
+    def reload(self, name: str, timeout: float | None = None) -> None:
+        """Reload ``name`` from its source as it is on disk now (see ``PluginHandle.reload``);
+        for a plugin listed FAILED, a success makes its handle serve."""
+        entry = self._entry(name)
+        before = entry.source
+        try:
+            entry.started.reload(timeout)
+        except PluginError as exc:
+            entry.error = exc.message
+            raise
+        entry.error = None
+        if entry.source != before:  # an entry point now names another module
+            self._watch_entry(entry)
+
+    def __getitem__(self, name: str) -> PluginHandle:
+        return self._entry(name).started
+
+    def __contains__(self, name: object) -> bool:
+        with self._lock:
+            return name in self._entries
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._entries)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
+
+    def names(self) -> list[str]:
+        """The plugins' names, in the order they were added (a file's order first)."""
+        with self._lock:
+            return list(self._entries)
+
+    def status(self) -> list[PluginStatus]:
+        """One ``PluginStatus`` per plugin, in ``names()`` order."""
+        with self._lock:
+            entries = list(self._entries.values())
+        return [entry.status() for entry in entries]
+
+    def _entry(self, name: str) -> _Entry:
+        with self._lock:
+            return self._entries[name]
+
+    # -- watching ----------------------------------------------------------------------
+
+    def watch(self, debounce_s: float = 0.2) -> None:
+        """Reload a plugin when its source changes on disk (its file, package directory,
+        library or bundle), once per burst of changes ``debounce_s`` apart. A reload that
+        fails leaves the old instance serving, sets ``status().error`` and sends an ERROR
+        record to the plugin's callback. Every change made after this returns is seen. A
+        second call while watching changes nothing."""
+        from ._watch import SourceWatcher  # type: ignore[import-not-found,unused-ignore]
+
+        debounce = checked_seconds("debounce_s", debounce_s)
+        with self._watch_lock:
+            with self._lock:
+                if self._closed:
+                    raise InvalidState("cannot watch a plugin host that was closed")
+            if self._watcher is not None:
+                return
+            watcher = SourceWatcher(self._source_changed, debounce_s=debounce)
+            self._watcher = watcher
+            with self._lock:
+                entries = list(self._entries.values())
+            for entry in entries:
+                self._watch_paths(watcher, entry)
+
+    def unwatch(self) -> None:
+        """Stop watching (nothing when not watching)."""
+        with self._watch_lock:
+            watcher, self._watcher = self._watcher, None
+        if watcher is not None:
+            watcher.close()
+
+    def _watch_entry(self, entry: _Entry) -> None:
+        with self._watch_lock:
+            if self._watcher is None:
+                return
+            with self._lock:
+                listed = self._entries.get(entry.spec.name) is entry
+            if listed:  # not removed meanwhile (a removal forgets it after this)
+                self._watch_paths(self._watcher, entry)
+
+    @staticmethod
+    def _watch_paths(watcher: SourceWatcher, entry: _Entry) -> None:
+        from ._watch import watched_paths  # type: ignore[import-not-found,unused-ignore]
+
+        if entry.source is not None:
+            watcher.watch(entry.spec.name, watched_paths(entry.source))
+
+    def _forget_watched(self, name: str) -> None:
+        with self._watch_lock:
+            if self._watcher is not None:
+                self._watcher.forget(name)
+
+    def _source_changed(self, name: str) -> None:
+        """On the watcher's thread: reload ``name``; a failure is recorded and logged."""
+        with self._lock:
+            entry = None if self._closed else self._entries.get(name)
+        if entry is None:
+            return
+        try:
+            entry.started.reload()
+        except PluginError as exc:
+            with self._lock:
+                still_listed = not self._closed and self._entries.get(name) is entry
+            if still_listed:
+                entry.error = exc.message
+                entry.host_log.emit(
+                    LogLevel.ERROR,
+                    "plugbridge",
+                    f"reload of {name!r} after a change on disk failed; the previous instance "
+                    f"keeps serving: {exc.message}",
+                )
+        except Exception:  # a bug: never let it end the watcher's thread
+            _internal_log.exception("plugbridge: reloading %r after a change failed", name)
+        else:
+            entry.error = None
+
+    # -- closing -----------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop watching and shut every plugin down at once, each within its own shutdown
+        timeout; idempotent. The plugins stay listed (STOPPED). ``ShutdownFailed`` naming
+        the plugins that failed to stop, once all are stopped."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            entries = list(self._entries.values())
+        self.unwatch()
+        errors = _shut_down([(entry.spec.name, entry.started) for entry in entries])
+        if errors:
+            raise ShutdownFailed(
+                "; ".join(f"plugin {name!r}: {exc.message}" for name, exc in errors)
+            )
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __enter__(self) -> PluginHost:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "started" if self._started else "not started"
+        return f"<PluginHost {state}: {', '.join(self.names()) or 'no plugins'}>"
+
+
+def _shut_down(handles: list[tuple[str, PluginHandle]]) -> list[tuple[str, PluginError]]:
+    """Shut the named handles down at once (a thread each, this thread stopping the first);
+    the failures, by name."""
+    errors: dict[str, PluginError] = {}
+
+    def stop(name: str, handle: PluginHandle) -> None:
+        try:
+            handle.shutdown()
+        except PluginError as exc:
+            errors[name] = exc
+
+    threads = [
+        threading.Thread(target=stop, args=named, name=f"plugbridge-host-stop-{named[0]}")
+        for named in handles[1:]
+    ]
+    try:
+        for thread in threads:
+            thread.start()
+        if handles:
+            stop(*handles[0])
+    finally:
+        for thread in threads:
+            _join_through_interrupts(thread)
+    return [(name, errors[name]) for name, _ in handles if name in errors]
+
+
+def _join_through_interrupts(thread: threading.Thread) -> None:
+    """Join ``thread`` (if it was started) even if a ``KeyboardInterrupt`` lands meanwhile,
+    re-raised after: the host never returns while a start or stop it began still runs."""
+    if thread.ident is None:
+        return
+    interrupted: BaseException | None = None
+    while True:
+        try:
+            thread.join()
+            break
+        except BaseException as exc:
+            interrupted = exc
+    if interrupted is not None:
+        raise interrupted
+
+
+def _config_table(config: PluginConfig | Mapping[str, Any] | None) -> dict[str, Any]:
+    if config is None:
+        return {}
+    if isinstance(config, PluginConfig):
+        return {field.name: getattr(config, field.name) for field in dataclasses.fields(config)}
+    if isinstance(config, Mapping):
+        for key in config:
+            if key not in CONFIG_KEYS:
+                raise ConfigError(
+                    f"PluginHost.add: config takes PluginConfig keys only, not {key!r} "
+                    "(placement keys such as isolation are add()'s own keywords)"
+                )
+        return dict(config)
+    raise ConfigError(f"config must be a PluginConfig or a dict, not {type(config).__name__}")
+
+
+def _plain(value: object) -> object:
+    """Paths as strings, sequences as lists: the shapes a TOML table holds."""
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    return value
