@@ -22,6 +22,8 @@ from ._errors import (
     UnknownMessageType,
 )
 from ._handle import PluginHandle
+from ._host import PluginHost
+from ._host_status import PluginStatus
 from ._levels import LogLevel
 from ._lifecycle import LifecycleState
 from ._load import load
@@ -50,8 +52,10 @@ __all__ = [
     "PluginCrashed",
     "PluginError",
     "PluginHandle",
+    "PluginHost",
     "PluginMetadata",
     "PluginRuntimeError",
+    "PluginStatus",
     "SerializationError",
     "ShutdownFailed",
     "Timeout",
