@@ -425,11 +425,15 @@ class PluginHost:
             if self._watcher is not None:
                 return
             watcher = SourceWatcher(self._source_changed, debounce_s=debounce)
+            try:
+                with self._lock:
+                    entries = list(self._entries.values())
+                for entry in entries:
+                    self._watch_paths(watcher, entry)
+            except BaseException:  # all or nothing: no watcher left running half set up
+                watcher.close()
+                raise
             self._watcher = watcher
-            with self._lock:
-                entries = list(self._entries.values())
-            for entry in entries:
-                self._watch_paths(watcher, entry)
 
     def unwatch(self) -> None:
         """Stop watching (nothing when not watching)."""
@@ -444,15 +448,29 @@ class PluginHost:
                 return
             with self._lock:
                 listed = self._entries.get(entry.spec.name) is entry
-            if listed:  # not removed meanwhile (a removal forgets it after this)
+            if not listed:  # removed meanwhile (a removal forgets it after this)
+                return
+            try:
                 self._watch_paths(self._watcher, entry)
+            except PluginError as exc:  # the system refused a watch: say so, keep serving
+                entry.host_log.emit(
+                    LogLevel.ERROR,
+                    "plugbridge",
+                    f"plugin {entry.spec.name!r} is not watched for changes: {exc.message}",
+                )
 
     @staticmethod
     def _watch_paths(watcher: SourceWatcher, entry: _Entry) -> None:
+        """Watch ``entry``'s source: what ``watched_paths`` finds, or for a source that is
+        a path not there yet (an optional plugin listed FAILED), that path, so the file
+        appearing reloads the plugin."""
         from ._watch import watched_paths  # type: ignore[import-not-found,unused-ignore]
 
-        if entry.source is not None:
-            watcher.watch(entry.spec.name, watched_paths(entry.source))
+        source = entry.source
+        if source is None:
+            return
+        paths = watched_paths(source) or ((Path(source),) if os.path.isabs(source) else ())
+        watcher.watch(entry.spec.name, paths)
 
     def _forget_watched(self, name: str) -> None:
         with self._watch_lock:
