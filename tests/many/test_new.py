@@ -1,5 +1,6 @@
 """``plugbridge new``: the project it writes is lint- and type-clean, installs with pip into a
-fresh virtual environment, passes its own tests there and is found as an entry point.
+fresh virtual environment, passes its own tests there, is shown by ``plugbridge list`` and
+is loaded by a host file through its entry point, as its README says.
 
 Everything runs for real and offline: the CLI in a subprocess, a venv made with ``venv``
 (no pip download: the running interpreter's site-packages, with pip, hatchling, pytest and
@@ -274,15 +275,22 @@ def test_installed_project_passes_its_own_tests(installed: Path, project: NewPro
     assert "6 passed" in done.stdout, done.stdout
 
 
-def test_installed_plugin_is_found_as_an_entry_point(installed: Path) -> None:
-    show = (
-        "from importlib.metadata import entry_points; "
-        "print({e.name: e.value for e in entry_points(group='plugbridge.plugins')})"
-    )
-    found = _ok(_run(installed, "-c", show)).stdout
-    assert f"{NAME!r}: {SOURCE!r}" in found
-    # and nowhere else: the parent venv does not advertise it (the install went to the venv)
-    assert f"{NAME!r}" not in _ok(_run(sys.executable, "-c", show)).stdout
+def test_plugbridge_list_shows_the_installed_plugin(installed: Path) -> None:
+    listed = _ok(_run(installed, "-m", "plugbridge", "list")).stdout.splitlines()
+    assert [NAME, SOURCE] in [line.split() for line in listed]
+    # the install went to the temporary venv only: the parent does not advertise it
+    assert NAME not in _ok(plugbridge_cli("list")).stdout
+
+
+def test_a_host_file_finds_it_by_the_readme_entry_point(
+    installed: Path, project: NewProject, tmp_path: Path
+) -> None:
+    """The README's TOML snippet, as written, loads the plugin through its entry point."""
+    readme = (project.root / "README.md").read_text()
+    host_file = tmp_path / "plugbridge.toml"
+    host_file.write_text(readme.split("```toml\n", 1)[1].split("```", 1)[0])
+    checked = _ok(_run(installed, "-m", "plugbridge", "check", host_file)).stdout
+    assert f"ok: {NAME} 0.1.0, 2 handler(s)" in checked
 
 
 def test_installed_plugin_answers_the_readme_call(installed: Path, tmp_path: Path) -> None:
