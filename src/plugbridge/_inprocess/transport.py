@@ -299,21 +299,7 @@ class InProcessTransport(Transport):
             route = None
         if route is None:
             self._refuse(type_tag, release)
-        completion = LoopCompletion(self._caller_loops.get(asyncio.get_running_loop()))
-        try:
-            self._reserve(completion)
-            if not self._gate.is_open:
-                raise self._not_active()
-            self._start_work(route, route.request_from_object(request), completion, release, False)
-            return await completion.result(timeout, lambda: route.timed_out(timeout))
-        except BaseException:
-            try:  # first, and one builtin: the reservation is taken back, or it was claimed
-                self._unreserve(completion)
-            except KeyError:
-                self._stop_waiting(completion)
-            else:
-                self._withdrawn(completion, release)
-            raise
+        return await self._await_offloaded(route, request, timeout, release)
 
     def call_raw(
         self, message_id: int, payload: bytes, timeout: float | None, release: Release
@@ -334,14 +320,23 @@ class InProcessTransport(Transport):
         route = self._get_binary(message_id)
         if route is None:
             self._refuse(message_id, release, raw=True)
+        data: bytes = await self._await_offloaded(route, payload, timeout, release)
+        return data
+
+    async def _await_offloaded(
+        self, route: Route, request: Any, timeout: float | None, release: Release
+    ) -> Any:
+        """An async caller's call (``acall``, ``acall_raw``: a ``BinaryRoute`` takes and
+        gives bytes on this object path as on the JSON one): run on the instance's threads,
+        awaited on the caller's loop. The take-back is ``_hand_off``'s, kept inline in both:
+        a helper's own entry would come before its first builtin call."""
         completion = LoopCompletion(self._caller_loops.get(asyncio.get_running_loop()))
         try:
             self._reserve(completion)
             if not self._gate.is_open:
                 raise self._not_active()
-            self._start_work(route, payload, completion, release, True)
-            data: bytes = await completion.result(timeout, lambda: route.timed_out(timeout))
-            return data
+            self._start_work(route, route.request_from_object(request), completion, release, False)
+            return await completion.result(timeout, lambda: route.timed_out(timeout))
         except BaseException:
             try:  # first, and one builtin: the reservation is taken back, or it was claimed
                 self._unreserve(completion)
