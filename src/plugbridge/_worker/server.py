@@ -89,26 +89,8 @@ class WorkerServer:
         work: Callable[[], None] | None = None
         try:
             message = self._receive()
-            if type(message) is Call and self._stopping:
-                self._refuse(message)
-            elif type(message) is Call and message.cancellable:
-                slot = CallSlot(self._channel, message)
-                with self._count_lock:
-                    self._running[message.id] = slot
-                self._cancellable.start(message, slot, functools.partial(self._call_ended, slot))
-            elif type(message) is Call:
-                slot = CallSlot(self._channel, message)
-                with self._count_lock:
-                    self._running[message.id] = slot
-                    lonely = self._waiting == 0
-                if lonely:
-                    threading.Thread(
-                        target=self._follow, name="plugbridge-call", daemon=True
-                    ).start()
-                call = message
-                work = lambda: self._run_call(call, slot)  # noqa: E731
-            elif type(message) is RawCall:
-                work = self._admit_raw(message)
+            if type(message) is Call or type(message) is RawCall:
+                work = self._admit(message)
             elif type(message) is Cancel:
                 self._cancellable.cancel(message.id)
             elif type(message) is SetLevel:
@@ -125,9 +107,9 @@ class WorkerServer:
             work()
         return True
 
-    def _admit_raw(self, message: RawCall) -> Callable[[], None] | None:
-        """A binary-transport call, read (under the read lock): as ``Call`` is admitted.
-        Returns the work to run on this thread, if any (a follower then reads)."""
+    def _admit(self, message: Call | RawCall) -> Callable[[], None] | None:
+        """A call, read (under the read lock). Returns the work to run on this thread, if
+        any (a follower then reads); a cancellable call runs on a thread of its own."""
         if self._stopping:
             self._refuse(message)
             return None
@@ -142,13 +124,21 @@ class WorkerServer:
             lonely = self._waiting == 0
         if lonely:
             threading.Thread(target=self._follow, name="plugbridge-call", daemon=True).start()
-        return lambda: self._run_raw(message, slot)
-
-    def _run_raw(self, call: RawCall, slot: CallSlot) -> None:
-        try:
-            payload = self._transport.call_raw(
-                call.message_id, call.payload, call.timeout, slot.release
+        transport, payload, timeout = self._transport, message.payload, message.timeout
+        if isinstance(message, Call):
+            run = functools.partial(
+                transport.call_json, message.type_tag, payload, timeout, slot.release
             )
+        else:
+            run = functools.partial(
+                transport.call_raw, message.message_id, payload, timeout, slot.release
+            )
+        return functools.partial(self._answer, slot, run)
+
+    def _answer(self, slot: CallSlot, run: Callable[[], bytes]) -> None:
+        """Run a call's work on this thread and send its answer."""
+        try:
+            payload = run()
         except BaseException as exc:
             if isinstance(exc, TooManyRequests):
                 send(self._channel, Stats(self._transport.rejected_count))
@@ -183,20 +173,6 @@ class WorkerServer:
         slot = CallSlot(self._channel, call)
         slot.release()
         slot.fail(not_active(self._transport.metadata.name, "STOPPING"))
-
-    def _run_call(self, call: Call, slot: CallSlot) -> None:
-        try:
-            payload = self._transport.call_json(
-                call.type_tag, call.payload, call.timeout, slot.release
-            )
-        except BaseException as exc:
-            if isinstance(exc, TooManyRequests):
-                send(self._channel, Stats(self._transport.rejected_count))
-            slot.fail(exc)
-        else:
-            slot.succeed(payload)
-        finally:
-            self._call_ended(slot)
 
     def _call_ended(self, slot: CallSlot) -> None:
         with self._count_lock:
