@@ -12,21 +12,19 @@ import ctypes
 import importlib.util
 import os
 import shutil
-import subprocess
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import msgspec
+from tests.native.build import build_hello_c
 
 import plugbridge
 
 from .harness import Row, median, ms, p99, ratio, sample, us, verdict
 
-ROOT = Path(__file__).resolve().parent.parent
-HELLO_C = ROOT / "examples" / "hello-c"
 SECTION = "native"
 REQUEST = {"message": "hello world"}
 EXPECTED = {"message": "hello world", "length": 11}
@@ -76,17 +74,8 @@ def check_small(data: bytes) -> None:
 
 
 def build(dest: Path) -> Path:
-    """``cc -shared -fPIC -O2`` the C hello plugin into ``dest``."""
-    cc = shutil.which(os.environ.get("CC", "cc"))
-    if cc is None:
-        raise RuntimeError("bench_native needs a C compiler (`cc` or $CC)")
-    out = dest / "libhello_c.so"
-    subprocess.run(
-        [cc, "-O2", "-shared", "-fPIC", f"-I{ROOT / 'include'}", "-o", str(out),
-         str(HELLO_C / "hello_plugin.c"), str(HELLO_C / "json_lite.c"), "-lpthread"],
-        check=True,
-    )  # fmt: skip
-    return out
+    """The C hello plugin, without its test hooks, built as the tests build it."""
+    return build_hello_c(dest, hooks=False)
 
 
 class _Buffer(ctypes.Structure):
@@ -183,33 +172,46 @@ def _ratio_row(name: str, values: list[float], base: float, target: str, ok: boo
     )  # fmt: skip
 
 
+def _interleaved(rounds: int, *fns: Callable[[], object]) -> list[list[float]]:
+    """``sample`` each of ``fns`` ``rounds`` times, in five turns: drift hits them alike."""
+    samples: list[list[float]] = [[] for _ in fns]
+    for _ in range(5):
+        for values, fn in zip(samples, fns, strict=True):
+            values.extend(sample(fn, rounds // 5))
+    return samples
+
+
+def _per_acall(
+    acall: Callable[..., Awaitable[object]], args: tuple[Any, ...], rounds: int
+) -> list[float]:
+    """Seconds per ``await acall(*args)``: 20 samples, each a loop of calls in ``asyncio.run``."""
+    n = max(rounds // 50, 10)
+
+    async def many() -> None:
+        for _ in range(n):
+            await acall(*args)
+
+    out = []
+    for _ in range(20):
+        start = time.perf_counter()
+        asyncio.run(many())
+        out.append((time.perf_counter() - start) / n)
+    return out
+
+
 def _latency_rows(library: Path, raw: RawPlugin, rounds: int) -> list[Row]:
     rows: list[Row] = []
     with plugbridge.load(library) as plugin:
         assert plugin.call("echo", REQUEST) == raw.echo() == EXPECTED
         raw_json = msgspec.json.encode(REQUEST)
-
-        async def acall_many(n: int) -> None:
-            for _ in range(n):
-                await plugin.acall("echo", REQUEST)
-
-        def acall_per_call() -> list[float]:
-            n = max(rounds // 50, 10)
-            out = []
-            for _ in range(20):
-                start = time.perf_counter()
-                asyncio.run(acall_many(n))
-                out.append((time.perf_counter() - start) / n)
-            return out
-
-        # Interleave baseline and subject so drift hits both alike.
-        base, call, call_json = [], [], []
-        for _ in range(5):
-            base += sample(raw.echo, rounds // 5)
-            call += sample(lambda: plugin.call("echo", REQUEST), rounds // 5)
-            call_json += sample(lambda: plugin.call_json("echo", raw_json), rounds // 5)
+        base, call, call_json = _interleaved(
+            rounds,
+            raw.echo,
+            lambda: plugin.call("echo", REQUEST),
+            lambda: plugin.call_json("echo", raw_json),
+        )
         timed = sample(lambda: plugin.call("echo", REQUEST, timeout=5.0), rounds // 10)
-        acall = acall_per_call()
+        acall = _per_acall(plugin.acall, ("echo", REQUEST), rounds)
     base_m = median(base)
     call_m = median(call)
     rows.append(Row(SECTION, "raw ctypes plugin_call echo + copy + free + decode (baseline)",
@@ -231,26 +233,14 @@ def _raw_rows(library: Path, raw: RawPlugin, rounds: int) -> tuple[list[Row], fl
         check_small(plugin.call_raw(MSG_BENCH_SMALL, request))
         check_small(raw.small_raw(request))
 
-        async def acall_many(n: int) -> None:
-            for _ in range(n):
-                await plugin.acall_raw(MSG_BENCH_SMALL, request)
-
-        def acall_per_call() -> list[float]:
-            n = max(rounds // 50, 10)
-            out = []
-            for _ in range(20):
-                start = time.perf_counter()
-                asyncio.run(acall_many(n))
-                out.append((time.perf_counter() - start) / n)
-            return out
-
-        base, call_raw, from_struct = [], [], []
-        for _ in range(5):  # interleaved, so drift hits both alike
-            base += sample(lambda: raw.small_raw(request), rounds // 5)
-            call_raw += sample(lambda: plugin.call_raw(MSG_BENCH_SMALL, request), rounds // 5)
-            from_struct += sample(lambda: plugin.call_raw(MSG_BENCH_SMALL, structure), rounds // 5)
+        base, call_raw, from_struct = _interleaved(
+            rounds,
+            lambda: raw.small_raw(request),
+            lambda: plugin.call_raw(MSG_BENCH_SMALL, request),
+            lambda: plugin.call_raw(MSG_BENCH_SMALL, structure),
+        )
         timed = sample(lambda: plugin.call_raw(MSG_BENCH_SMALL, request, timeout=5.0), rounds // 10)
-        acall = acall_per_call()
+        acall = _per_acall(plugin.acall_raw, (MSG_BENCH_SMALL, request), rounds)
         json_small = sample(lambda: plugin.call("bench.small", SMALL_JSON), rounds // 5)
     base_m, raw_m = median(base), median(call_raw)
     rows = [
@@ -314,10 +304,9 @@ def _process_rows(library: Path, base_m: float, rounds: int) -> list[Row]:
     with plugbridge.load(library, isolation="process") as plugin:
         assert plugin.call("echo", REQUEST) == EXPECTED
         check_small(plugin.call_raw(MSG_BENCH_SMALL, request))
-        values = sample(lambda: plugin.call("echo", REQUEST), max(rounds // 10, 500), warmup=50)
-        raw_values = sample(
-            lambda: plugin.call_raw(MSG_BENCH_SMALL, request), max(rounds // 10, 500), warmup=50
-        )
+        count = max(rounds // 10, 500)
+        values = sample(lambda: plugin.call("echo", REQUEST), count, warmup=50)
+        raw_values = sample(lambda: plugin.call_raw(MSG_BENCH_SMALL, request), count, warmup=50)
     return [
         _ratio_row("call() native echo, isolation=process", values, base_m, "", None),
         _ratio_row("call_raw() native bench.small, isolation=process (vs the echo baseline)",

@@ -1,4 +1,5 @@
-"""Build the C hello plugin (examples/hello-c) with the machine's C compiler, for tests."""
+"""Build the C hello plugin (examples/hello-c) with the machine's C compiler, for the tests
+and the benchmarks (``benchmarks.bench_native`` imports it from here)."""
 
 from __future__ import annotations
 
@@ -20,16 +21,18 @@ def compiler() -> str:
     return found
 
 
-def build_hello_c(dest: Path, *, hooks: bool = True) -> Path:
-    """Compile ``libhello_c.so`` into ``dest`` (with the test hooks unless told not to)."""
+def build_hello_c(dest: Path, *defines: str, hooks: bool = True) -> Path:
+    """Compile ``libhello_c.so`` into ``dest`` (made if missing), with the test hooks unless
+    told not to, and ``defines`` (``-DHELLO_C_NO_BINARY``, ...). The benchmarks build it
+    here too (without the hooks), so both measure and test the same library."""
+    dest.mkdir(parents=True, exist_ok=True)
     out = dest / "libhello_c.so"
     command = [
         compiler(), "-O2", "-Wall", "-Wextra", "-Werror", "-shared", "-fPIC",
+        *(["-DHELLO_C_TEST_HOOKS"] if hooks else []), *defines,
         f"-I{ROOT / 'include'}", "-o", str(out),
         *(str(HELLO_C / name) for name in SOURCES), "-lpthread",
     ]  # fmt: skip
-    if hooks:
-        command.insert(1, "-DHELLO_C_TEST_HOOKS")
     subprocess.run(command, check=True, capture_output=True, text=True)
     return out
 

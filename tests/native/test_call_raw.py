@@ -24,7 +24,7 @@ import pytest
 import plugbridge
 
 from ..conftest import LogCapture, wait_until
-from .build import HELLO_C, ROOT, SOURCES, compiler
+from .build import build_hello_c
 
 MSG_BENCH_SMALL = 1
 MSG_ECHO_BYTES = 10
@@ -69,27 +69,14 @@ class SmallResponseRaw(ctypes.Structure):
         return bytes(self.value[: self.value_len])
 
 
-def build_hello_c_variant(dest: Path, *defines: str) -> Path:
-    """``libhello_c.so`` with the test hooks and ``defines`` (``-DHELLO_C_NO_BINARY``, ...)."""
-    dest.mkdir(parents=True, exist_ok=True)
-    out = dest / "libhello_c.so"
-    command = [
-        compiler(), "-O2", "-Wall", "-Wextra", "-Werror", "-shared", "-fPIC",
-        "-DHELLO_C_TEST_HOOKS", *defines, f"-I{ROOT / 'include'}", "-o", str(out),
-        *(str(HELLO_C / name) for name in SOURCES), "-lpthread",
-    ]  # fmt: skip
-    subprocess.run(command, check=True, capture_output=True, text=True)
-    return out
-
-
 @pytest.fixture(scope="session")
 def hello_c(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_hello_c_variant(tmp_path_factory.mktemp("hello_c_raw"))
+    return build_hello_c(tmp_path_factory.mktemp("hello_c_raw"))
 
 
 @pytest.fixture(scope="session")
 def hello_c_without_raw(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_hello_c_variant(tmp_path_factory.mktemp("hello_c_no_raw"), "-DHELLO_C_NO_BINARY")
+    return build_hello_c(tmp_path_factory.mktemp("hello_c_no_raw"), "-DHELLO_C_NO_BINARY")
 
 
 @pytest.fixture

@@ -13,8 +13,7 @@ import pytest
 
 import plugbridge
 
-from .build import private_copies_mapped, private_copies_on_disk
-from .test_call_raw import build_hello_c_variant
+from .build import build_hello_c, private_copies_mapped, private_copies_on_disk
 
 WIRE_BASE = {
     "log_level": "info",
@@ -26,13 +25,13 @@ WIRE_BASE = {
 
 @pytest.fixture(scope="session")
 def hello_c(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_hello_c_variant(tmp_path_factory.mktemp("hello_c_config"))
+    return build_hello_c(tmp_path_factory.mktemp("hello_c_config"))
 
 
 @pytest.fixture(scope="session")
 def hello_c_create_only(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A library without plugin_create_with_config (only plugin_create)."""
-    return build_hello_c_variant(
+    return build_hello_c(
         tmp_path_factory.mktemp("hello_c_no_cwc"), "-DHELLO_C_NO_CREATE_WITH_CONFIG"
     )
 
