@@ -30,6 +30,7 @@ from ._errors import PluginError
 
 if TYPE_CHECKING:
     from ._bundle.minisign import PublicKey
+    from ._cli_report import BundleReport
 
 BUNDLE_SUFFIX = ".rbp"
 EXIT_FAILED = 1
@@ -70,34 +71,36 @@ def run_bundle_command(args: argparse.Namespace) -> int | None:
         run = _inspect_source
     if run is None:
         return None
-    from ._bundle.minisign import SignatureError
-    from ._bundle.writer import BundleWriteError
-
     try:
         return run(args)
     except KeyboardInterrupt:
         print("plugbridge: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except (CommandError, BundleWriteError, SignatureError) as exc:
-        _fail(str(exc))
-    except PluginError as exc:
-        _fail(exc.message)
     except BrokenPipeError:  # stdout closed early (``| head``): no message, no flush error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-    except OSError as exc:
-        where = f"{exc.filename}: " if exc.filename else ""
-        _fail(f"{where}{exc.strerror or exc}")
     except Exception as exc:  # a command line answers in one line, whatever went wrong
-        _fail(f"unexpected {type(exc).__name__}: {exc}")
+        print(f"plugbridge: {' '.join(_one_line(exc).split())}", file=sys.stderr)
     return EXIT_FAILED
+
+
+def _one_line(exc: Exception) -> str:
+    """A command's failure in one line (a command that fails after printing what it found
+    raises ``CommandError`` too)."""
+    from ._bundle.minisign import SignatureError
+    from ._bundle.writer import BundleWriteError
+
+    if isinstance(exc, CommandError | BundleWriteError | SignatureError):
+        return str(exc)
+    if isinstance(exc, PluginError):
+        return exc.message
+    if isinstance(exc, OSError):
+        where = f"{exc.filename}: " if exc.filename else ""
+        return f"{where}{exc.strerror or exc}"
+    return f"unexpected {type(exc).__name__}: {exc}"
 
 
 def is_bundle(source: str) -> bool:
     return Path(source).suffix == BUNDLE_SUFFIX
-
-
-def _fail(message: str) -> None:
-    print(f"plugbridge: {' '.join(message.split())}", file=sys.stderr)
 
 
 def _trusted_key_argument(parser: argparse.ArgumentParser) -> None:
@@ -115,6 +118,14 @@ def _trusted_keys(args: argparse.Namespace) -> tuple[PublicKey, ...] | None:
     from ._bundle.keys import trusted_keys_for_load
 
     return trusted_keys_for_load(args.trusted_key)
+
+
+def _checked(path: str, args: argparse.Namespace) -> BundleReport:
+    """The bundle at ``path``, every library and schema checked against the trusted keys
+    (``report.trusted_keys``) as ``load`` would."""
+    from ._cli_report import check_bundle
+
+    return check_bundle(path, _trusted_keys(args))
 
 
 # ---------------------------------------------------------------------------------------
@@ -232,9 +243,9 @@ def _add_inspect(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -
 
 def _inspect(args: argparse.Namespace) -> int:
     from ._bundle.platform import current_platform
-    from ._cli_report import check_bundle, print_report, report_json
+    from ._cli_report import print_report, report_json
 
-    report = check_bundle(args.bundle, _trusted_keys(args))
+    report = _checked(args.bundle, args)
     if args.json:
         print(json.dumps(report_json(report, current_platform()), indent=2))
     else:
@@ -258,9 +269,8 @@ def _add_verify(actions: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def _verify(args: argparse.Namespace) -> int:
     from ._bundle.keys import describe_keys
-    from ._cli_report import check_bundle
 
-    report = check_bundle(args.bundle, _trusted_keys(args))
+    report = _checked(args.bundle, args)
     for lib in report.libraries:
         where = f"{lib.platform}/{lib.variant}"
         if lib.error is None:
@@ -274,8 +284,7 @@ def _verify(args: argparse.Namespace) -> int:
     problems = report.problems
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-        _fail(f"bundle {args.bundle} failed verification: {problems[0]}{more}")
-        return EXIT_FAILED
+        raise CommandError(f"bundle {args.bundle} failed verification: {problems[0]}{more}")
     keys = report.trusted_keys
     trusted_by = f" by {describe_keys(keys)}" if keys else ""
     print(f"bundle {args.bundle}: verified, {report.trust}{trusted_by}", file=sys.stderr)
@@ -331,12 +340,11 @@ def _inspect_source(args: argparse.Namespace) -> int:
     tags, trust) and show what the bundle holds around it."""
     from ._bundle.manifest import DEFAULT_VARIANT
     from ._bundle.platform import current_platform
-    from ._cli_report import check_bundle, print_report, report_json
+    from ._cli_report import print_report, report_json
     from ._levels import LogLevel
     from ._load import load
 
-    keys = _trusted_keys(args)
-    report = check_bundle(args.source, keys)
+    report = _checked(args.source, args)
     try:
         config = json.loads(args.config) if args.config else {}
     except json.JSONDecodeError as exc:
@@ -357,7 +365,7 @@ def _inspect_source(args: argparse.Namespace) -> int:
             log_callback=log,
             isolation=args.isolation,
             variant=args.variant,
-            trusted_keys=[key.to_base64() for key in keys or ()],
+            trusted_keys=[key.to_base64() for key in report.trusted_keys or ()],
         ) as plugin:
             meta = plugin.metadata
             loaded = {
@@ -379,6 +387,5 @@ def _inspect_source(args: argparse.Namespace) -> int:
             print(f"loaded:        no: {failure}")
         print_report(report, here)
     if failure is not None:
-        _fail(f"cannot load {args.source}: {failure}")
-        return EXIT_FAILED
+        raise CommandError(f"cannot load {args.source}: {failure}")
     return 0
