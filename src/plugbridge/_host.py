@@ -37,7 +37,7 @@ from ._logsink import InstanceLog, LogCallback, LogSink
 from ._transport import Transport, TransportFactory
 
 if TYPE_CHECKING:
-    from ._watch import SourceWatcher  # type: ignore[import-not-found,unused-ignore]
+    from ._watch import SourceWatcher
 
 LogCallbackFor = Callable[[str], LogCallback | None]
 """``log_callback_for(plugin_name)``: the callback for that plugin's records (None: the
@@ -415,7 +415,7 @@ class PluginHost:
         fails leaves the old instance serving, sets ``status().error`` and sends an ERROR
         record to the plugin's callback. Every change made after this returns is seen. A
         second call while watching changes nothing."""
-        from ._watch import SourceWatcher  # type: ignore[import-not-found,unused-ignore]
+        from ._watch import SourceWatcher
 
         debounce = checked_seconds("debounce_s", debounce_s)
         with self._watch_lock:
@@ -464,7 +464,7 @@ class PluginHost:
         """Watch ``entry``'s source: what ``watched_paths`` finds, or for a source that is
         a path not there yet (an optional plugin listed FAILED), that path, so the file
         appearing reloads the plugin."""
-        from ._watch import watched_paths  # type: ignore[import-not-found,unused-ignore]
+        from ._watch import watched_paths
 
         source = entry.source
         if source is None:
