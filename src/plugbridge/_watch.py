@@ -30,9 +30,11 @@ Why it is built this way:
   for a step with no new *distinct* ``(change, path)`` pair, so ten writes to one file look
   quiet to it: it cannot be the debounce.
 - **Steps of 20 ms, batches handed over within two steps** (``step_ms=20``,
-  ``debounce_ms=20``): a change reaches us 20-40 ms after it is made and a due callback
-  is at most one step late, so saving to ``on_change`` takes about ``debounce_s`` + 40 ms.
-  Fifty wake-ups a second, each a few microseconds, cost nothing noticeable.
+  ``debounce_ms=20``): a change reaches us 20-40 ms after it is made, a batch is a step
+  old when it arrives (the notifier waited a quiet step; the debounce counts from the
+  change, so that step is part of it) and a due callback is at most one step late: saving
+  to ``on_change`` takes about ``debounce_s`` + 20-40 ms. Fifty wake-ups a second, each a
+  few microseconds, cost nothing noticeable.
 - **The waiting call is woken through its ``stop_event``**, whose ``is_set()`` runs on every
   step: it raises ``_Wake`` when a callback is due or a new notifier waits. An exception
   leaves the changes gathered so far in the notifier, where returning ``"stop"`` or a
@@ -258,7 +260,10 @@ class SourceWatcher:
                 self._closed.wait(_RETRY_S)
             result = None
         if isinstance(result, set):
-            self._note(result, batches)
+            # The notifier hands a batch over once a step passed with no new distinct
+            # change: its last change is a step old already, and the quiet period counts
+            # from the change, not from its delivery.
+            self._note(result, batches, age=STEP_MS / 1000)
         current = self._take_over(current, batches)
         self._fire_due(batches)
         return current
@@ -272,11 +277,12 @@ class SourceWatcher:
             raise _Wake
         return False
 
-    def _note(self, changes: set[tuple[int, str]], batches: _Batches) -> None:
+    def _note(self, changes: set[tuple[int, str]], batches: _Batches, age: float = 0.0) -> None:
+        """Open or extend the batches of the names ``changes`` concern, made ``age`` ago."""
         names, rebuild = self._plan.changed(changes)
-        now = time.monotonic()
+        when = time.monotonic() - age
         for name in names:
-            batches.touch(name, now)
+            batches.touch(name, when)
         if rebuild:
             self._rebuild()
 
