@@ -1,0 +1,459 @@
+"""Replicas (``load(..., replicas=N)``, process isolation): N workers behind one handle.
+
+Real workers throughout: each replica is a worker process whose handlers answer with
+``os.getpid()``, so a test sees which replica served each call. A worker costs ~0.25 s to
+start, so each test starts as few as it needs (two, three where spreading is the point).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+import plugbridge
+from plugbridge import (
+    ConfigError,
+    InitializationFailed,
+    InvalidState,
+    LifecycleState,
+    LogLevel,
+    PluginCrashed,
+    PluginError,
+    ShutdownFailed,
+)
+
+from ..conftest import LogCapture, wait_until
+
+PLUGIN = """
+import logging, os, pathlib, time
+from plugbridge import Plugin, handler, raw_handler
+
+VERSION = {version}
+log = logging.getLogger(__name__)
+
+class Replicated(Plugin):
+    name = "replicated"
+
+    async def on_start(self, ctx):
+        (pathlib.Path(ctx.data["pids"]) / str(os.getpid())).touch()
+{on_start}
+    async def on_stop(self, ctx):
+        if ctx.data.get("stop_fails"):
+            raise RuntimeError("on_stop refuses")
+
+    @handler("whoami")
+    def whoami(self, ctx, req):
+        time.sleep((req or {{}}).get("sleep", 0))
+        return {{"pid": os.getpid(), "version": VERSION}}
+
+    @handler("hold")
+    def hold(self, ctx, req):
+        pathlib.Path(req["started"]).write_text(str(os.getpid()))
+        end = time.monotonic() + 30
+        while not pathlib.Path(req["release"]).exists() and time.monotonic() < end:
+            time.sleep(0.005)
+        return os.getpid()
+
+    @handler("log")
+    def log_both(self, ctx, req):
+        log.debug("debug from %d", os.getpid())
+        log.info("info from %d", os.getpid())
+        return os.getpid()
+
+    @raw_handler(7)
+    def raw_pid(self, ctx, payload):
+        return str(os.getpid()).encode()
+"""
+
+REFUSE_ONCE = """
+        # The first instance to create the marker refuses to start; the others start.
+        try:
+            os.close(os.open(ctx.data["refuse_marker"], os.O_CREAT | os.O_EXCL))
+        except FileExistsError:
+            pass
+        else:
+            raise RuntimeError("this replica refuses to start")
+"""
+
+REFUSE_SECOND = """
+        # The second instance to start refuses (the first one makes the marker).
+        try:
+            os.close(os.open(ctx.data["refuse_marker"], os.O_CREAT | os.O_EXCL))
+        except FileExistsError:
+            raise RuntimeError("the second instance refuses to start") from None
+"""
+
+
+def plugin_source(version: int = 1, on_start: str = "") -> str:
+    return PLUGIN.format(version=version, on_start=on_start)
+
+
+class Replicated:
+    """A plugin file in a tmp dir, and the pids its instances recorded when they started."""
+
+    def __init__(self, root: Path) -> None:
+        self.path = root / "replicated.py"
+        self.pids_dir = root / "pids"
+        self.pids_dir.mkdir()
+        self.write()
+
+    def write(self, version: int = 1, on_start: str = "") -> None:
+        self.path.write_text(plugin_source(version, on_start))
+
+    def pids(self) -> set[int]:
+        """Every worker that started an instance so far."""
+        return {int(p.name) for p in self.pids_dir.iterdir()}
+
+    def load(self, replicas: int, **kwargs: Any) -> plugbridge.PluginHandle:
+        config = dict(kwargs.pop("config", {}))
+        config["data"] = {"pids": str(self.pids_dir), **config.get("data", {})}
+        return plugbridge.load(
+            self.path, isolation="process", replicas=replicas, config=config, **kwargs
+        )
+
+
+@pytest.fixture
+def replicated(tmp_path: Path) -> Replicated:
+    return Replicated(tmp_path)
+
+
+def alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def whoami(handle: plugbridge.PluginHandle, sleep: float = 0.0) -> tuple[int, int]:
+    answer = handle.call("whoami", {"sleep": sleep})
+    return answer["pid"], answer["version"]
+
+
+class Callers:
+    """Threads calling a handle in a loop until stopped; what they got, and what failed."""
+
+    def __init__(self, handle: plugbridge.PluginHandle, forms: list[str]) -> None:
+        self.handle = handle
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+        self.results: list[tuple[int, int]] = []
+        self.errors: list[BaseException] = []
+        self.threads = [threading.Thread(target=self._run, args=(form,)) for form in forms]
+
+    def __enter__(self) -> Callers:
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(30)
+
+    def _record(self, call: Callable[[], dict[str, int]]) -> None:
+        try:
+            answer = call()
+        except PluginError as exc:
+            with self.lock:
+                self.errors.append(exc)
+        else:
+            with self.lock:
+                self.results.append((answer["pid"], answer["version"]))
+
+    def _run(self, form: str) -> None:
+        request = {"sleep": 0.001}
+        if form == "acall":
+
+            async def loop() -> None:
+                while not self.stop.is_set():
+                    try:
+                        answer = await self.handle.acall("whoami", request)
+                    except PluginError as exc:
+                        with self.lock:
+                            self.errors.append(exc)
+                    else:
+                        with self.lock:
+                            self.results.append((answer["pid"], answer["version"]))
+
+            asyncio.run(loop())
+            return
+        while not self.stop.is_set():
+            if form == "call_json":
+                self._record(
+                    lambda: json.loads(self.handle.call_json("whoami", json.dumps(request)))
+                )
+            else:
+                self._record(lambda: self.handle.call("whoami", request))
+
+    def served(self) -> list[tuple[int, int]]:
+        with self.lock:
+            return list(self.results)
+
+
+@pytest.fixture
+def no_workers_left() -> Iterator[None]:
+    """The test leaves no child process of this one behind."""
+    before = {p.pid for p in psutil.Process().children()}
+    yield
+    assert wait_until(
+        lambda: (
+            not [p for p in psutil.Process().children() if p.pid not in before and alive(p.pid)]
+        ),
+        timeout=10,
+    )
+
+
+def test_calls_spread_over_the_replicas_and_shutdown_ends_every_worker(
+    replicated: Replicated,
+) -> None:
+    handle = replicated.load(3)
+    started = replicated.pids()
+    assert len(started) == 3
+    assert handle.state.name == "ACTIVE"
+    assert handle.metadata.name == "replicated"
+    served: list[int] = []
+    lock = threading.Lock()
+
+    def caller() -> None:
+        for _ in range(10):
+            pid, _ = whoami(handle, sleep=0.01)
+            with lock:
+                served.append(pid)
+
+    threads = [threading.Thread(target=caller) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert len(served) == 40
+    assert set(served) == started
+    assert min(served.count(pid) for pid in started) >= 5, served
+
+    handle.shutdown()
+    assert handle.state is LifecycleState.STOPPED
+    assert not [pid for pid in started if alive(pid)]
+    handle.shutdown()  # idempotent
+    with pytest.raises(InvalidState):
+        handle.call("whoami")
+
+
+def test_a_call_goes_to_the_least_busy_replica_in_every_call_form(
+    replicated: Replicated, tmp_path: Path
+) -> None:
+    started_file, release_file = tmp_path / "hold.started", tmp_path / "hold.release"
+    with replicated.load(2) as handle:
+        held: list[int] = []
+        holder = threading.Thread(
+            target=lambda: held.append(
+                handle.call("hold", {"started": str(started_file), "release": str(release_file)})
+            )
+        )
+        holder.start()
+        try:
+            assert wait_until(lambda: started_file.exists() and started_file.read_text() != "")
+            busy = int(started_file.read_text())
+            (idle,) = replicated.pids() - {busy}
+            # Sequential calls alternate between equally busy replicas; here one is busy
+            # with the held call, so each of them goes to the other.
+            assert {whoami(handle)[0] for _ in range(4)} == {idle}
+            assert json.loads(handle.call_json("whoami", "{}"))["pid"] == idle
+            assert asyncio.run(handle.acall("whoami"))["pid"] == idle
+            assert int(handle.call_raw(7, b"")) == idle
+            assert int(asyncio.run(handle.acall_raw(7, b""))) == idle
+        finally:
+            release_file.touch()
+            holder.join(30)
+        assert held == [busy]
+        # Nothing busy: ties take turns.
+        assert {whoami(handle)[0] for _ in range(4)} == {busy, idle}
+
+
+def test_rolling_reload_under_four_calling_threads_fails_no_call(
+    replicated: Replicated, no_workers_left: None
+) -> None:
+    with replicated.load(2) as handle:
+        old = replicated.pids()
+        with Callers(handle, ["call", "call", "call_json", "acall"]) as callers:
+            assert wait_until(lambda: len(callers.served()) >= 20, timeout=30)
+            replicated.write(version=2)
+            handle.reload()
+            seen = len(callers.served())
+            assert wait_until(lambda: len(callers.served()) >= seen + 20, timeout=30)
+        assert callers.errors == []
+        new = replicated.pids() - old
+        assert len(new) == 2
+        after_reload = {pid for pid, version in callers.served() if version == 2}
+        assert after_reload <= new
+        # Every replica now serves the new code: two sequential calls reach both.
+        assert {whoami(handle) for _ in range(4)} == {(pid, 2) for pid in new}
+        assert not [pid for pid in old if alive(pid)]
+        assert handle.state is LifecycleState.ACTIVE
+
+
+def test_reload_of_broken_code_raises_and_the_old_code_keeps_serving(
+    replicated: Replicated,
+) -> None:
+    with replicated.load(2) as handle:
+        old = replicated.pids()
+        replicated.path.write_text("raise RuntimeError('broken at import')\n")
+        with pytest.raises(InitializationFailed, match="broken at import"):
+            handle.reload()
+        assert {whoami(handle) for _ in range(4)} == {(pid, 1) for pid in old}
+        assert handle.state is LifecycleState.ACTIVE
+
+
+def test_a_reload_failing_half_way_leaves_the_replaced_replicas_on_the_new_code(
+    replicated: Replicated, tmp_path: Path
+) -> None:
+    with replicated.load(2, config={"data": {"refuse_marker": str(tmp_path / "refused")}}) as h:
+        old = replicated.pids()
+        replicated.write(version=2, on_start=REFUSE_SECOND)
+        with pytest.raises(
+            InitializationFailed, match=r"replica 2 of 2: .*second instance refuses"
+        ):
+            h.reload()
+        served = {whoami(h) for _ in range(4)}
+        versions = {version for _, version in served}
+        assert versions == {1, 2}, served
+        assert len({pid for pid, _ in served}) == 2
+        assert next(pid for pid, version in served if version == 1) in old
+        assert h.state is LifecycleState.ACTIVE
+
+
+def test_a_replica_that_fails_to_start_fails_the_load_and_leaves_no_worker(
+    replicated: Replicated, tmp_path: Path, no_workers_left: None
+) -> None:
+    replicated.write(on_start=REFUSE_ONCE)
+    with pytest.raises(
+        InitializationFailed, match=r"replica \d of 3 failed to start.*refuses to start"
+    ):
+        replicated.load(3, config={"data": {"refuse_marker": str(tmp_path / "refused")}})
+    started = replicated.pids()
+    assert len(started) == 3  # all three were started (at once), then stopped
+    assert not [pid for pid in started if alive(pid)]
+
+
+def test_a_killed_replica_is_restarted_while_the_others_serve(
+    replicated: Replicated, no_workers_left: None
+) -> None:
+    config = {"restart_on_crash": True, "restart_backoff": 0.5}
+    with replicated.load(2, config=config) as handle:
+        old = replicated.pids()
+        victim = min(old)
+        not_active: list[LifecycleState] = []
+        with Callers(handle, ["call", "call", "call"]) as callers:
+            assert wait_until(lambda: len(callers.served()) >= 20, timeout=30)
+            os.kill(victim, signal.SIGKILL)
+            killed_at = len(callers.served())
+
+            def restarted_serves() -> bool:
+                state = handle.state
+                if state is not LifecycleState.ACTIVE:
+                    not_active.append(state)
+                fresh = replicated.pids() - old
+                return bool(fresh) and any(pid in fresh for pid, _ in callers.served())
+
+            assert wait_until(restarted_serves, timeout=30)
+            # While the victim was down (0.5 s of backoff and a start), calls went on.
+            assert len(callers.served()) >= killed_at + 20
+        # Only calls in flight on the killed worker may fail (one per thread at most).
+        assert all(isinstance(e, PluginCrashed) for e in callers.errors), callers.errors
+        assert len(callers.errors) <= 3
+        assert not_active == []
+        (fresh,) = replicated.pids() - old
+        assert fresh != victim
+        assert {whoami(handle)[0] for _ in range(4)} == (old - {victim}) | {fresh}
+
+
+def test_old_replicas_that_fail_to_stop_warn_and_a_failed_shutdown_tries_them_all(
+    replicated: Replicated,
+) -> None:
+    capture = LogCapture()
+    handle = replicated.load(
+        2, config={"data": {"stop_fails": True}, "shutdown_timeout": 2.0}, log_callback=capture
+    )
+    old = replicated.pids()
+    handle.reload()
+    warnings = [
+        message
+        for level, _, message in capture.records
+        if level is LogLevel.WARN and "failed to stop" in message
+    ]
+    assert len(warnings) == 2, capture.records
+    assert "on_stop refuses" in warnings[0]
+    new = replicated.pids() - old
+    assert {whoami(handle)[0] for _ in range(4)} == new
+    with pytest.raises(ShutdownFailed, match=r"replica 1 of 2: .*replica 2 of 2: "):
+        handle.shutdown()
+    assert handle.state is LifecycleState.FAILED
+    assert not [pid for pid in replicated.pids() if alive(pid)]
+
+
+def test_log_records_of_every_replica_reach_the_one_callback_and_levels_reach_all(
+    replicated: Replicated,
+) -> None:
+    capture = LogCapture()
+    with replicated.load(2, log_callback=capture) as handle:
+        pids = replicated.pids()
+
+        def logged(kind: str) -> set[int]:
+            return {int(m.rsplit(" ", 1)[1]) for m in capture.messages() if m.startswith(kind)}
+
+        assert {handle.call("log") for _ in range(4)} == pids
+        assert wait_until(lambda: logged("info from") == pids)
+        assert logged("debug from") == set()
+        handle.set_log_level("debug")
+        assert {handle.call("log") for _ in range(4)} == pids
+        assert wait_until(lambda: logged("debug from") == pids)
+
+
+@pytest.mark.parametrize("replicas", [0, -1, "2", 2.0, True])
+def test_replicas_must_be_a_whole_number_of_at_least_one(
+    replicated: Replicated, replicas: object
+) -> None:
+    with pytest.raises(ConfigError, match="replicas"):
+        plugbridge.load(replicated.path, isolation="process", replicas=replicas)  # type: ignore[arg-type]
+    assert replicated.pids() == set()
+
+
+def test_replicas_need_an_isolated_plugin(replicated: Replicated) -> None:
+    with pytest.raises(ConfigError, match="isolation='process'"):
+        plugbridge.load(replicated.path, replicas=2)
+    with pytest.raises(ConfigError, match="isolation='process'"):
+        plugbridge.load(replicated.path, isolation="inprocess", replicas=2)
+    assert replicated.pids() == set()
+
+
+def test_a_native_c_plugin_runs_as_replicas(tmp_path: Path, no_workers_left: None) -> None:
+    from ..native.build import build_hello_c
+
+    library = build_hello_c(tmp_path / "c", hooks=False)
+    before = {p.pid for p in psutil.Process().children()}
+    with plugbridge.load(library, isolation="process", replicas=2) as handle:
+        workers = {p.pid for p in psutil.Process().children()} - before
+        assert len(workers) == 2
+        assert handle.metadata.name == "hello_c"
+        answers: list[object] = []
+
+        def caller() -> None:
+            for n in range(20):
+                answers.append(handle.call("test.sleep", {"duration_ms": 5}))
+                answers.append(handle.call("echo", {"message": f"m{n}"}))
+
+        threads = [threading.Thread(target=caller) for _ in range(3)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert answers.count({"slept_ms": 5}) == 60
+        assert sum(1 for a in answers if isinstance(a, dict) and "length" in a) == 60
+    assert not [pid for pid in workers if alive(pid)]
