@@ -30,6 +30,12 @@ from plugbridge import (
     PluginError,
     ShutdownFailed,
 )
+from plugbridge._config import PluginConfig
+from plugbridge._handle import PluginHandle
+from plugbridge._load import transport_factory
+from plugbridge._logsink import LogSink
+from plugbridge._replicas import ReplicaTransport
+from plugbridge._transport import PluginMetadata, ProcessUsage, Release, Transport
 
 from ..conftest import LogCapture, wait_until
 
@@ -457,3 +463,230 @@ def test_a_native_c_plugin_runs_as_replicas(tmp_path: Path, no_workers_left: Non
         assert answers.count({"slept_ms": 5}) == 60
         assert sum(1 for a in answers if isinstance(a, dict) and "length" in a) == 60
     assert not [pid for pid in workers if alive(pid)]
+
+
+# -- the moment a reload replaces a replica a call has just picked -------------------------
+#
+# That window (a call has chosen a replica, a reload swaps it out before the call reaches
+# it) lasts microseconds, too short to hit on purpose with threads alone. A ``Door`` holds
+# one call there: between the replica transport choosing a replica and the replica's real
+# transport receiving it. The replicas are real in-process instances (the replica
+# transport knows only the Transport interface), so these tests need no worker.
+
+TOKENED = """
+import pathlib, time, uuid
+from plugbridge import Plugin, handler
+
+class Tokened(Plugin):
+    name = "tokened"
+
+    def on_start(self, ctx):
+        self.token = uuid.uuid4().hex
+        self.events = pathlib.Path(ctx.data["events"])
+        self.note("start")
+
+    def on_stop(self, ctx):
+        self.note("stop")
+
+    def note(self, what):
+        with self.events.open("a") as events:
+            events.write(f"{what} {self.token}\\n")
+
+    @handler("whoami")
+    def whoami(self, ctx, req):
+        self.note("call")
+        if req:  # hold the call until that file exists
+            end = time.monotonic() + 30
+            while not pathlib.Path(req).exists() and time.monotonic() < end:
+                time.sleep(0.005)
+        return self.token
+"""
+
+
+class Door:
+    """Holds the first call that reaches it until ``opened`` is set: in the real
+    transport's ``call`` (``place="call"``), or in the read of its state that choosing a
+    replica makes (``place="state"``: the state read before the wait is returned)."""
+
+    def __init__(self, place: str) -> None:
+        self.place = place
+        self.armed: list[None] = [None]
+        self.arrived = threading.Event()
+        self.opened = threading.Event()
+
+    def pass_through(self) -> None:
+        try:
+            self.armed.pop()
+        except IndexError:
+            return
+        self.arrived.set()
+        assert self.opened.wait(30)
+
+
+class Doorway(Transport):
+    """A real transport whose ``call`` first goes through ``door``."""
+
+    def __init__(self, inner: Transport, door: Door) -> None:
+        self.inner = inner
+        self.door = door
+        self.metadata: PluginMetadata = inner.metadata
+
+    @property
+    def state(self) -> LifecycleState:
+        state = self.inner.state
+        if self.door.place == "state":
+            self.door.pass_through()
+        return state
+
+    def process_usage(self) -> ProcessUsage | None:
+        return self.inner.process_usage()
+
+    def call(self, type_tag: str, request: Any, timeout: float | None, release: Release) -> Any:
+        if self.door.place == "call":
+            self.door.pass_through()
+        return self.inner.call(type_tag, request, timeout, release)
+
+    def call_json(
+        self, type_tag: str, payload: bytes, timeout: float | None, release: Release
+    ) -> bytes:
+        return self.inner.call_json(type_tag, payload, timeout, release)
+
+    async def acall(
+        self, type_tag: str, request: Any, timeout: float | None, release: Release
+    ) -> Any:
+        return await self.inner.acall(type_tag, request, timeout, release)
+
+    def call_raw(
+        self, message_id: int, payload: bytes, timeout: float | None, release: Release
+    ) -> bytes:
+        return self.inner.call_raw(message_id, payload, timeout, release)
+
+    async def acall_raw(
+        self, message_id: int, payload: bytes, timeout: float | None, release: Release
+    ) -> bytes:
+        return await self.inner.acall_raw(message_id, payload, timeout, release)
+
+    def set_log_level(self, level: LogLevel) -> None:
+        self.inner.set_log_level(level)
+
+    def shutdown(self, timeout: float) -> None:
+        self.inner.shutdown(timeout)
+
+
+class Events:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def all(self) -> list[tuple[str, str]]:
+        if not self.path.exists():
+            return []
+        return [tuple(line.split()) for line in self.path.read_text().splitlines()]  # type: ignore[misc]
+
+    def tokens(self, what: str) -> list[str]:
+        return [token for kind, token in self.all() if kind == what]
+
+
+def held_call_during_reload(
+    tmp_path: Path,
+    shutdown_timeout: float,
+    open_when: Callable[[Events], bool],
+    *,
+    place: str = "call",
+    request: object = None,
+    once_open: Callable[[PluginHandle, Events], object] = lambda handle, events: None,
+) -> tuple[str, Events]:
+    """Two in-process replicas behind doorways; the first call is held at the door (it
+    picked replica 1), a reload runs, the door opens once ``open_when`` holds, then
+    ``once_open`` runs. The held call's answer (the token of the instance that ran it)
+    and the events."""
+    source = tmp_path / "tokened.py"
+    source.write_text(TOKENED)
+    events = Events(tmp_path / "events")
+    config = PluginConfig.coerce(
+        {"data": {"events": str(events.path)}, "shutdown_timeout": shutdown_timeout}
+    )
+    sink = LogSink(None, config.log_level)
+    single = transport_factory(source, config, sink, "inprocess")
+    door = Door(place)
+
+    def replicas(deadline: float | None) -> Transport:
+        return ReplicaTransport.start(lambda d: Doorway(single(d), door), 2, sink, deadline)
+
+    handle = PluginHandle(replicas, config, sink, str(source))
+    answers: list[str] = []
+    try:
+        caller = threading.Thread(target=lambda: answers.append(handle.call("whoami", request)))
+        caller.start()
+        assert door.arrived.wait(30)
+        reload = threading.Thread(target=handle.reload)
+        reload.start()
+        try:
+            assert wait_until(lambda: open_when(events), timeout=30)
+        finally:
+            door.opened.set()
+        try:
+            once_open(handle, events)
+        finally:
+            caller.join(30)
+            reload.join(30)
+    finally:
+        handle.shutdown()
+    assert len(answers) == 1, "the held call failed"
+    return answers[0], events
+
+
+def test_a_reload_lets_the_call_that_just_picked_the_old_replica_finish_there(
+    tmp_path: Path,
+) -> None:
+    # The door opens once the fresh instance for the held call's slot has started: the
+    # reload has put it in the slot (or is about to) and waits for the held call before
+    # stopping the old one, so the held call runs on the old one, first to be stopped.
+    answer, events = held_call_during_reload(
+        tmp_path, 5.0, lambda events: len(events.tokens("start")) >= 3
+    )
+    assert events.tokens("stop")[0] == answer
+    assert events.all().index(("call", answer)) < events.all().index(("stop", answer))
+
+
+def test_a_call_that_reaches_a_replaced_replica_after_it_stopped_runs_on_another(
+    tmp_path: Path,
+) -> None:
+    # The reload waits for the held call only so long (DRAIN_SHARE of the 0.3 s it may
+    # take to stop the old instance), then stops it; the door opens after that: the held
+    # call finds its replica stopped (InvalidState, it never ran) and goes to another.
+    answer, events = held_call_during_reload(
+        tmp_path, 0.3, lambda events: len(events.tokens("stop")) >= 1
+    )
+    first_stopped = events.tokens("stop")[0]
+    assert answer != first_stopped
+    assert ("call", first_stopped) not in events.all()
+
+
+def test_a_call_that_picked_a_replica_being_replaced_keeps_its_concurrency_slot(
+    tmp_path: Path,
+) -> None:
+    # Held after choosing the old replica but before counting itself on it, the call
+    # misses the reload's wait and the old replica is stopped. Counting itself, it finds
+    # the slot holds another replica and picks again, before the old one could refuse it
+    # (a refusal gives the concurrency slot back, and the retried call would run without
+    # one): while it runs on the fresh replica, it holds its slot.
+    release = tmp_path / "release"
+    in_flight: list[int] = []
+
+    def while_it_runs(handle: PluginHandle, events: Events) -> None:
+        try:
+            assert wait_until(lambda: len(events.tokens("call")) == 1, timeout=30)
+            in_flight.append(handle.in_flight)
+        finally:
+            release.touch()
+
+    answer, events = held_call_during_reload(
+        tmp_path,
+        5.0,
+        lambda events: len(events.tokens("stop")) >= 1,
+        place="state",
+        request=str(release),
+        once_open=while_it_runs,
+    )
+    assert in_flight == [1]
+    assert answer != events.tokens("stop")[0]
