@@ -24,7 +24,11 @@ from ._forking import ForkedTransport, forked, track_handle
 from ._levels import LogLevel, parse_level
 from ._lifecycle import LifecycleState
 from ._logsink import LogSink
+from ._stats import CallStats, PluginStats
 from ._transport import PluginMetadata, Transport, TransportFactory
+
+_clock = time.perf_counter
+"""The clock of call durations (``CallStats.timed``)."""
 
 
 class PluginHandle:
@@ -38,14 +42,20 @@ class PluginHandle:
         self._sink = sink
         self._source = source
         self._limiter = ConcurrencyLimiter(config.max_concurrent_ops)
+        self._stats = CallStats(config.max_concurrent_ops)
+        self._finished = self._stats.finished
         self._take_slot = self._limiter.take
         self._new_release = self._limiter.new_release
+        if self._stats.counts_slots:  # no limit: the statistics count calls in flight
+            self._take_slot, self._new_release = self._stats.take, self._stats.new_release
         self._default_timeout = config.call_timeout
         self._host_log = sink.instance_log()
         self._swap_lock = threading.RLock()
         self._closed = False
         self._retired_rejections = 0
         """Refusals counted inside instances that a reload replaced."""
+        self._retired_restarts = 0
+        """Worker restarts of instances that a reload replaced."""
         self._forked = False
         """This is a forked child's copy of a handle loaded before the fork (``_forking``)."""
         self._transport: Transport = factory(time.monotonic() + config.start_timeout)
@@ -53,22 +63,36 @@ class PluginHandle:
 
     # -- calls -------------------------------------------------------------------------
     #
-    # Admission, the same in the three call forms: a one-shot release is made first (no
+    # Admission, the same in the five call forms: a one-shot release is made first (no
     # state yet), the slot is taken inside a ``try`` (refused at once if none is left), and
     # from then on the slot goes back exactly once whatever happens. The transport releases
     # it when the plugin's work ends (late, after a timeout); any exception that is not a
     # ``PluginError`` (a ``KeyboardInterrupt`` landing between two steps, a bug) releases it
     # here — a second release is a no-op, so the two can never add up to two.
     #
-    # The three forms spell this out instead of sharing a helper on purpose: a Python-level
+    # The forms spell this out instead of sharing a helper on purpose: a Python-level
     # helper is entered through a point where CPython delivers a pending KeyboardInterrupt,
     # *before* the slot is taken, and the caller's safety net would then give back a slot
     # never taken. ``take`` and ``release`` are builtins, so nothing can land inside them.
     # The interrupt storms in tests/calls/ hold them to it.
+    #
+    # Statistics (``_stats``), also spelled out, in builtins only on the fast path: first
+    # ``next(sampler)`` says whether this call is timed (``started`` is then the clock,
+    # else None); a call that returns takes one item of ``_finished`` (exact from any
+    # number of threads) and, if timed, hands its start to ``CallStats.timed``; a call
+    # that fails goes through ``CallStats.failed`` (the rare path); a refusal is counted
+    # by the limiter only. None of it is between taking the slot and handing it to the
+    # transport, so admission is unchanged; a call retried after a reload swapped the
+    # transport counts once, timed from its first attempt.
 
     def call(self, type_tag: str, request: Any = None, *, timeout: float | None = None) -> Any:
         """Send ``request`` to the handler of ``type_tag``; return its decoded response."""
-        timeout = self._default_timeout if timeout is None else self._call_timeout(timeout)
+        started = _clock() if next(self._stats.sampler) else None
+        try:
+            timeout = self._default_timeout if timeout is None else self._call_timeout(timeout)
+        except PluginError as exc:
+            self._stats.failed(exc, started)
+            raise
         while True:
             release = self._new_release(iter(ONE_SLOT))
             try:
@@ -80,22 +104,34 @@ class PluginHandle:
                 raise
             try:
                 transport = self._transport
-                return transport.call(type_tag, request, timeout, release)
-            except InvalidState:
-                if transport is self._transport:
-                    raise  # not a reload in progress: the handle itself is not ACTIVE
-            except PluginError:
+                response = transport.call(type_tag, request, timeout, release)
+            except InvalidState as exc:
+                if transport is self._transport:  # not a reload in progress: not ACTIVE
+                    self._stats.failed(exc, started)
+                    raise
+            except PluginError as exc:
+                self._stats.failed(exc, started)
                 raise
             except BaseException:
                 release()
                 raise
+            else:
+                next(self._finished)
+                if started is not None:
+                    self._stats.timed(started)
+                return response
 
     def call_json(
         self, type_tag: str, request_json: str | bytes, *, timeout: float | None = None
     ) -> str:
         """Raw JSON in, raw JSON out."""
-        timeout = self._default_timeout if timeout is None else self._call_timeout(timeout)
-        payload = _json_bytes(request_json)
+        started = _clock() if next(self._stats.sampler) else None
+        try:
+            timeout = self._default_timeout if timeout is None else self._call_timeout(timeout)
+            payload = _json_bytes(request_json)
+        except PluginError as exc:
+            self._stats.failed(exc, started)
+            raise
         while True:
             release = self._new_release(iter(ONE_SLOT))
             try:
@@ -107,21 +143,33 @@ class PluginHandle:
                 raise
             try:
                 transport = self._transport
-                return _json_text(transport.call_json(type_tag, payload, timeout, release))
-            except InvalidState:
+                response = _json_text(transport.call_json(type_tag, payload, timeout, release))
+            except InvalidState as exc:
                 if transport is self._transport:
+                    self._stats.failed(exc, started)
                     raise
-            except PluginError:
+            except PluginError as exc:
+                self._stats.failed(exc, started)
                 raise
             except BaseException:
                 release()
                 raise
+            else:
+                next(self._finished)
+                if started is not None:
+                    self._stats.timed(started)
+                return response
 
     async def acall(
         self, type_tag: str, request: Any = None, *, timeout: float | None = None
     ) -> Any:
         """The asyncio form of ``call``; never blocks the caller's event loop."""
-        timeout = self._default_timeout if timeout is None else self._call_timeout(timeout)
+        started = _clock() if next(self._stats.sampler) else None
+        try:
+            timeout = self._default_timeout if timeout is None else self._call_timeout(timeout)
+        except PluginError as exc:
+            self._stats.failed(exc, started)
+            raise
         while True:
             release = self._new_release(iter(ONE_SLOT))
             try:
@@ -133,23 +181,35 @@ class PluginHandle:
                 raise
             try:
                 transport = self._transport
-                return await transport.acall(type_tag, request, timeout, release)
-            except InvalidState:
+                response = await transport.acall(type_tag, request, timeout, release)
+            except InvalidState as exc:
                 if transport is self._transport:
+                    self._stats.failed(exc, started)
                     raise
-            except (PluginError, asyncio.CancelledError):
+            except (PluginError, asyncio.CancelledError) as exc:
+                self._stats.failed(exc, started)
                 raise  # a cancelled call's work gives its slot back when it really ends
             except BaseException:
                 release()
                 raise
+            else:
+                next(self._finished)
+                if started is not None:
+                    self._stats.timed(started)
+                return response
 
     def call_raw(self, message_id: int, request: Any, *, timeout: float | None = None) -> bytes:
         """The binary transport: ``request`` (a bytes-like object, or a ctypes structure:
         its bytes) to the raw handler of ``message_id`` (a ``uint32``); its response bytes."""
-        timeout = self._default_timeout if timeout is None else self._call_timeout(timeout)
-        if type(message_id) is not int or message_id >> 32:  # not a uint32 (negative too)
-            message_id = self._message_id(message_id)
-        payload = request if type(request) is bytes else _raw_bytes(request)
+        started = _clock() if next(self._stats.sampler) else None
+        try:
+            timeout = self._default_timeout if timeout is None else self._call_timeout(timeout)
+            if type(message_id) is not int or message_id >> 32:  # not a uint32 (negative too)
+                message_id = self._message_id(message_id)
+            payload = request if type(request) is bytes else _raw_bytes(request)
+        except PluginError as exc:
+            self._stats.failed(exc, started)
+            raise
         while True:
             release = self._new_release(iter(ONE_SLOT))
             try:
@@ -161,24 +221,36 @@ class PluginHandle:
                 raise
             try:
                 transport = self._transport
-                return transport.call_raw(message_id, payload, timeout, release)
-            except InvalidState:
+                response = transport.call_raw(message_id, payload, timeout, release)
+            except InvalidState as exc:
                 if transport is self._transport:
+                    self._stats.failed(exc, started)
                     raise
-            except PluginError:
+            except PluginError as exc:
+                self._stats.failed(exc, started)
                 raise
             except BaseException:
                 release()
                 raise
+            else:
+                next(self._finished)
+                if started is not None:
+                    self._stats.timed(started)
+                return response
 
     async def acall_raw(
         self, message_id: int, request: Any, *, timeout: float | None = None
     ) -> bytes:
         """The asyncio form of ``call_raw``; never blocks the caller's event loop."""
-        timeout = self._default_timeout if timeout is None else self._call_timeout(timeout)
-        if type(message_id) is not int or message_id >> 32:  # not a uint32 (negative too)
-            message_id = self._message_id(message_id)
-        payload = request if type(request) is bytes else _raw_bytes(request)
+        started = _clock() if next(self._stats.sampler) else None
+        try:
+            timeout = self._default_timeout if timeout is None else self._call_timeout(timeout)
+            if type(message_id) is not int or message_id >> 32:  # not a uint32 (negative too)
+                message_id = self._message_id(message_id)
+            payload = request if type(request) is bytes else _raw_bytes(request)
+        except PluginError as exc:
+            self._stats.failed(exc, started)
+            raise
         while True:
             release = self._new_release(iter(ONE_SLOT))
             try:
@@ -190,15 +262,22 @@ class PluginHandle:
                 raise
             try:
                 transport = self._transport
-                return await transport.acall_raw(message_id, payload, timeout, release)
-            except InvalidState:
+                response = await transport.acall_raw(message_id, payload, timeout, release)
+            except InvalidState as exc:
                 if transport is self._transport:
+                    self._stats.failed(exc, started)
                     raise
-            except (PluginError, asyncio.CancelledError):
+            except (PluginError, asyncio.CancelledError) as exc:
+                self._stats.failed(exc, started)
                 raise  # a cancelled call's work gives its slot back when it really ends
             except BaseException:
                 release()
                 raise
+            else:
+                next(self._finished)
+                if started is not None:
+                    self._stats.timed(started)
+                return response
 
     def _message_id(self, message_id: object) -> int:
         """A ``uint32`` message id as a plain int (an ``IntEnum`` member is welcome);
@@ -220,8 +299,20 @@ class PluginHandle:
 
     @property
     def in_flight(self) -> int:
-        """Calls holding a concurrency slot right now (0 when the limit is off)."""
+        """Calls holding a concurrency slot right now (counted with the limit off too)."""
+        if self._stats.counts_slots:
+            return self._stats.in_use
         return self._limiter.in_use
+
+    def stats(self) -> PluginStats:
+        """A snapshot of this handle's statistics since it was loaded (see ``PluginStats``)."""
+        transport = self._transport
+        return self._stats.snapshot(
+            rejected=self.rejected_request_count,
+            in_flight=self.in_flight,
+            restarts=self._retired_restarts + transport.restart_count,
+            usage=transport.process_usage(),
+        )
 
     # -- state and settings ------------------------------------------------------------
 
@@ -278,10 +369,12 @@ class PluginHandle:
             if self._transport.reload_in_place(
                 start_deadline, self._stop_within(deadline, start_deadline)
             ):
+                self._stats.reloads += 1
                 return
             fresh = self._factory(start_deadline)
             fresh.set_log_level(self._sink.level)
             old, self._transport = self._transport, fresh
+            self._stats.reloads += 1
             stop_within = self._stop_within(deadline, time.monotonic())
             try:
                 old.shutdown(stop_within)
@@ -294,6 +387,7 @@ class PluginHandle:
                 )
             finally:
                 self._retired_rejections += old.rejected_count
+                self._retired_restarts += old.restart_count
 
     def _stop_within(self, deadline: float | None, now: float) -> float:
         """Seconds an old instance gets to stop during a reload that must end by
@@ -332,7 +426,8 @@ class PluginHandle:
         The swap lock; the log sink's lock (a callback running at the fork holds it, and
         every record the child still hands the sink, or a close of it, would wait for it);
         the limiter, whose slots the parent's calls in flight hold (a child's call must be
-        told why it cannot run, not ``TooManyRequests``).
+        told why it cannot run, not ``TooManyRequests``), and the statistics' locks and
+        slot counters, for the same reasons.
         """
         self._forked = True
         self._closed = True  # shutdown: nothing to do (and never the parent's transport)
@@ -345,6 +440,9 @@ class PluginHandle:
             limiter.take,
             limiter.new_release,
         )
+        self._stats.after_fork()
+        if self._stats.counts_slots:
+            self._take_slot, self._new_release = self._stats.take, self._stats.new_release
         self._transport = ForkedTransport(self._transport.metadata)
 
     def __enter__(self) -> PluginHandle:

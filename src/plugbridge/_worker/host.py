@@ -32,7 +32,7 @@ from .._levels import LogLevel
 from .._lifecycle import LifecycleState
 from .._logsink import LogSink
 from .._sources import Source
-from .._transport import PluginMetadata, Release, Transport
+from .._transport import PluginMetadata, ProcessUsage, Release, Transport
 from .process import WorkerProcess
 from .restart import RestartPolicy
 from .session import WorkerSession
@@ -55,6 +55,8 @@ class WorkerTransport(Transport):
         self._launching: WorkerProcess | None = None
         """The worker of a start in progress, once it exists (``shutdown`` kills it)."""
         self._rejected_before = 0
+        self._restarts = 0
+        """Crashed workers replaced by a fresh one (``_restart``)."""
         self._session: WorkerSession | None = None
         self.metadata = PluginMetadata("", "", ())
 
@@ -113,6 +115,32 @@ class WorkerTransport(Transport):
     @property
     def rejected_count(self) -> int:
         return self._rejected_before + self._current.rejected
+
+    @property
+    def restart_count(self) -> int:
+        return self._restarts
+
+    def process_usage(self) -> ProcessUsage:
+        """The current worker's pid, RSS and CPU time (psutil, imported on first use); all
+        None once it has ended. Read between two looks at its exit status: a worker is
+        reaped only by ``WorkerProcess``, so its pid, still unreaped after the read, was
+        still its own during it (never a later process given the same pid)."""
+        process = self._current.process
+        gone = ProcessUsage(None, None, None)
+        if process.poll() is not None:
+            return gone
+        import psutil
+
+        try:
+            worker = psutil.Process(process.pid)
+            with worker.oneshot():
+                rss = worker.memory_info().rss
+                cpu = worker.cpu_times()
+        except psutil.Error:
+            return gone
+        if process.poll() is not None:
+            return gone
+        return ProcessUsage(process.pid, rss, cpu.user + cpu.system)
 
     def call(self, type_tag: str, request: Any, timeout: float | None, release: Release) -> Any:
         session = self._current
@@ -271,6 +299,7 @@ class WorkerTransport(Transport):
             if not self._closing.is_set():
                 self._rejected_before += dead.rejected
                 self._session = fresh
+                self._restarts += 1
                 return
         fresh.stop(self._config.shutdown_timeout)  # shutdown began (and killed it) meanwhile
 

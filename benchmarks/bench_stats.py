@@ -1,0 +1,161 @@
+"""Statistics: what counting costs an in-process sync ``call()``, and what ``stats()`` costs.
+
+The baseline is the same call path with counting compiled out: ``_uncounted_call`` below is
+``PluginHandle.call`` as it reads in ``_handle.py`` without its statistics lines (the
+``started`` clock read, the ``failed`` calls on the error paths, the duration append and
+fold check on success), bound to the *same* handle, so both variants reach the same
+transport, limiter and plugin through one bound-method call each. Keep it in step with
+``PluginHandle.call``: it must differ only by those lines.
+
+The two variants alternate in rounds (counted, uncounted, counted, ...) so that drift in
+the machine's speed (other processes, frequency changes) falls on both alike; each figure
+is the median (and p99) of per-sample times, a sample timing ``INNER`` calls.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import textwrap
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import plugbridge
+from plugbridge._calls.limiter import ONE_SLOT
+from plugbridge._errors import InvalidState, PluginError
+from plugbridge._handle import PluginHandle
+
+from .harness import Row, median, p99, ratio, us, verdict
+
+SECTION = "stats"
+INNER = 200
+"""Calls per sample: enough to dwarf the clock reads around a sample."""
+TARGET_SHARE = 0.05
+TARGET_EXTRA_S = 0.1e-6
+
+PLUGIN = """
+import msgspec
+from plugbridge import Plugin, handler
+
+class EchoRequest(msgspec.Struct):
+    message: str
+
+class EchoResponse(msgspec.Struct):
+    message: str
+    length: int
+
+class Bench(Plugin):
+    name = "bench"
+
+    @handler("echo")
+    def echo(self, ctx, req: EchoRequest) -> EchoResponse:
+        return EchoResponse(req.message, len(req.message))
+"""
+
+
+def _uncounted_call(
+    self: PluginHandle, type_tag: str, request: Any = None, *, timeout: float | None = None
+) -> Any:
+    """``PluginHandle.call`` with its statistics lines removed (the baseline)."""
+    timeout = self._default_timeout if timeout is None else self._call_timeout(timeout)
+    while True:
+        release = self._new_release(iter(ONE_SLOT))
+        try:
+            self._take_slot()
+        except IndexError:
+            raise self._limiter.refuse() from None
+        except BaseException:
+            release()
+            raise
+        try:
+            transport = self._transport
+            response = transport.call(type_tag, request, timeout, release)
+        except InvalidState:
+            if transport is self._transport:
+                raise
+        except PluginError:
+            raise
+        except BaseException:
+            release()
+            raise
+        else:
+            return response
+
+
+def _alternating(
+    variants: dict[str, Callable[[], object]], rounds: int, warmup_s: float = 0.5
+) -> dict[str, list[float]]:
+    """Seconds per call of each variant: ``rounds`` samples each, taken in turn, after
+    ``warmup_s`` seconds of calls (the sampling adapts to the call rate within 0.1 s)."""
+    until = time.perf_counter() + warmup_s
+    while time.perf_counter() < until:
+        for fn in variants.values():
+            fn()
+    clock = time.perf_counter
+    out: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(rounds):
+        for name, fn in variants.items():
+            start = clock()
+            for _ in range(INNER):
+                fn()
+            out[name].append((clock() - start) / INNER)
+    return out
+
+
+def _overhead_rows(plugin: PluginHandle, rounds: int) -> list[Row]:
+    request = {"message": "hello world"}
+    counted = plugin.call
+    uncounted = _uncounted_call.__get__(plugin)
+    assert counted("echo", request) == uncounted("echo", request)
+    samples = _alternating(
+        {
+            "counted": lambda: counted("echo", request),
+            "uncounted": lambda: uncounted("echo", request),
+        },
+        rounds,
+    )
+    on, off = median(samples["counted"]), median(samples["uncounted"])
+    extra = on - off
+    return [
+        Row(
+            SECTION,
+            "call() sync echo, counting compiled out (baseline)",
+            us(off),
+            us(p99(samples["uncounted"])),
+        ),
+        Row(
+            SECTION,
+            "call() sync echo, statistics on",
+            us(on),
+            us(p99(samples["counted"])),
+            f"{ratio(on, off)} ({extra * 1e9:+.0f} ns)",
+            "≤ 5 % or ≤ 0.1 µs",
+            verdict(extra <= TARGET_SHARE * off or extra <= TARGET_EXTRA_S),
+        ),
+    ]
+
+
+def _snapshot_row(plugin: PluginHandle, rounds: int) -> Row:
+    """``stats()`` itself: a fold of what is pending plus the percentiles (610 buckets)."""
+    times = []
+    for _ in range(rounds):
+        for _ in range(100):
+            plugin.call("echo", {"message": "x"})  # something to fold, as in real use
+        start = time.perf_counter()
+        plugin.stats()
+        times.append(time.perf_counter() - start)
+    return Row(
+        SECTION, "stats() after 100 calls (fold + percentiles)", us(median(times)), us(p99(times))
+    )
+
+
+def run(quick: bool = False) -> list[Row]:
+    rounds = 300 if quick else 2_000
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "bench_stats_plugin.py"
+        path.write_text(textwrap.dedent(PLUGIN))
+        with plugbridge.load(path) as plugin:
+            rows = _overhead_rows(plugin, rounds)
+            rows.append(_snapshot_row(plugin, rounds // 4))
+    return rows
