@@ -29,6 +29,7 @@ from ._lifecycle import LifecycleState
 from ._load import load
 from ._logsink import LogCallback
 from ._plugin import Plugin, PluginContext, handler, raw_handler
+from ._stats import PluginStats
 from ._transport import PluginMetadata
 
 __version__ = "0.4.0"
@@ -55,6 +56,7 @@ __all__ = [
     "PluginHost",
     "PluginMetadata",
     "PluginRuntimeError",
+    "PluginStats",
     "PluginStatus",
     "SerializationError",
     "ShutdownFailed",
