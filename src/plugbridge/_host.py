@@ -77,6 +77,7 @@ class _Entry:
             state=handle.state,
             log_level=handle.log_level,
             metadata=handle.metadata,
+            stats=handle.stats(),
             error=self.error,
             required=self.spec.required,
         )

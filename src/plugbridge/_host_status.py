@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from ._levels import LogLevel
 from ._lifecycle import LifecycleState
+from ._stats import PluginStats
 from ._transport import PluginMetadata
 
 
@@ -21,6 +22,8 @@ class PluginStatus:
     state: LifecycleState
     log_level: LogLevel
     metadata: PluginMetadata
+    stats: PluginStats
+    """The handle's statistics (they survive reloads; a plugin listed FAILED has none yet)."""
     error: str | None
     """The message of the last failed load or reload; None once a later one succeeded."""
     required: bool

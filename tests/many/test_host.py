@@ -185,6 +185,7 @@ def test_an_optional_failure_is_listed_and_served_by_the_same_handle_once_fixed(
         handle = host["flaky"]
         with pytest.raises(InvalidState, match="broken at import"):
             handle.call("echo", 1)
+        assert host.status()[1].stats.errors == {"INVALID_STATE": 1}
 
         with pytest.raises(InitializationFailed, match="broken at import"):
             host.reload("flaky")  # still broken: still FAILED, error kept
@@ -234,6 +235,9 @@ def test_plugins_by_name(tmp_path: Path) -> None:
         assert host.add("a", a).call("echo", 3) == 3  # the name is free again
         assert [s.name for s in host.status()] == ["b", "a"]
         assert {s.name: s.isolation for s in host.status()} == {"b": "process", "a": "inprocess"}
+        worker = {s.name: s.stats.pid for s in host.status()}["b"]
+        assert worker is not None
+        assert psutil.pid_exists(worker)
 
 
 def test_add_a_required_plugin_that_fails_raises_and_adds_nothing(tmp_path: Path) -> None:
@@ -308,6 +312,12 @@ def test_status_reports_each_plugin(tmp_path: Path, host_file: Callable[..., Pat
         assert (status.metadata.name, status.metadata.version) == ("stat", "3.1.0")
         assert status.error is None
         assert status.required is True
+        assert status.stats.calls == 1
+        assert status.stats.pid is None
+        host["s"].reload()
+        host["s"].call("echo", 2)
+        (status,) = host.status()
+        assert (status.stats.calls, status.stats.reloads) == (2, 1)
 
 
 def test_the_host_is_safe_from_many_threads(tmp_path: Path) -> None:
