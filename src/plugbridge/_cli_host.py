@@ -108,12 +108,11 @@ def _printer_for(name: str) -> LogCallback:
 
 
 def _shown_source(source: str, base: Path) -> str:
-    """A path under the host file's directory is shown relative to it, as the file says."""
+    """A path is shown relative to the host file's directory, as the file names it,
+    when that is the shorter spelling; an importable name as it is."""
     if os.path.isabs(source):
-        try:
-            return str(Path(source).relative_to(base))
-        except ValueError:
-            return source
+        relative = os.path.relpath(source, base)
+        return relative if len(relative) < len(source) else source
     return source
 
 

@@ -371,3 +371,17 @@ def test_one_name_added_from_many_threads_at_once_is_added_once(tmp_path: Path) 
         assert len(refused) == 3
         assert host["same"] is added[0]
         assert len(host) == 1
+
+
+def test_a_plugin_with_replicas_is_one_name(tmp_path: Path, host_file: Callable[..., Path]) -> None:
+    (tmp_path / "r.py").write_text(echo_plugin("r"))
+    path = host_file('[plugins.r]\nsource = "r.py"\nisolation = "process"\nreplicas = 2\n')
+    with PluginHost.from_file(path) as host:
+        assert host.names() == ["r"]
+        assert host["r"].call("echo", 1) == 1
+        (tmp_path / "r.py").write_text(echo_plugin("r", version="2.0.0"))
+        host.reload("r")
+        assert host["r"].call("whoami")["version"] == "2.0.0"
+        (status,) = host.status()
+        assert status.state is LifecycleState.ACTIVE
+        assert status.stats.reloads == 1
