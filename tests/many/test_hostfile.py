@@ -185,17 +185,17 @@ def test_relative_paths_are_relative_to_the_host_file(
     package = plugins / "packaged"
     package.mkdir()
     (package / "__init__.py").write_text(echo_plugin("packaged"))
-    conf = tmp_path / "conf"
+    conf = tmp_path / "conf" / "deep"  # not as deep as the working directory below
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)  # relative to the file, never to the working directory
     path = host_file(
         """
         [plugins.filed]
-        source = "../plugins/filed.py"
+        source = "../../plugins/filed.py"
 
         [plugins.packaged]
-        source = "../plugins/packaged"
+        source = "../../plugins/packaged"
         """,
         where=conf,
     )
