@@ -117,7 +117,8 @@ class ReplicaTransport(Transport):
             _stop_all(started, ABANDON_STOP_S)
             number, error = failed[0]
             more = f" ({len(failed) - 1} more failed too)" if len(failed) > 1 else ""
-            raise InitializationFailed(
+            kind = type(error) if isinstance(error, InitializationFailed) else InitializationFailed
+            raise kind(  # a BundleError stays one
                 f"replica {number} of {count} failed to start{more}, so none was kept: "
                 f"{_reason(error)}"
             ) from None
@@ -132,10 +133,12 @@ class ReplicaTransport(Transport):
         rotation = self._rotations[next(self._turns) % self._count]
         best = slots[rotation[0]]
         least = len(best.busy)
-        for index in rotation:
-            replica = slots[index]
-            if len(replica.busy) < least:
-                best, least = replica, len(replica.busy)
+        if least:  # else none can be less busy than the first
+            for index in rotation:
+                replica = slots[index]
+                load = len(replica.busy)
+                if load < least:
+                    best, least = replica, load
         if best.transport.state is _ACTIVE:
             return best
         return self._pick_active(rotation, best)
