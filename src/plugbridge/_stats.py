@@ -146,16 +146,20 @@ class LatencyHistogram:
         self.total += len(durations)
         self.max = max(self.max, *durations)
 
-    def percentile(self, share: float) -> float | None:
-        """The duration (seconds) at or under which ``share`` of the calls fall."""
+    def percentiles(self, *shares: float) -> list[float | None]:
+        """The durations (seconds) at or under which each ``share`` of the calls fall."""
         if not self.total:
-            return None
-        rank = max(1, math.ceil(share * self.total))  # at least that many calls
-        index = bisect_left(list(itertools.accumulate(self.counts)), rank)
+            return [None] * len(shares)
+        below = list(itertools.accumulate(self.counts))
         bounds = self.BOUNDS
-        low = 0.0 if index == 0 else bounds[index - 1]
-        high = bounds[index] if index < len(bounds) else self.max
-        return min((low + high) / 2.0, self.max)
+        found: list[float | None] = []
+        for share in shares:
+            rank = max(1, math.ceil(share * self.total))  # at least that many calls
+            index = bisect_left(below, rank)
+            low = 0.0 if index == 0 else bounds[index - 1]
+            high = bounds[index] if index < len(bounds) else self.max
+            found.append(min((low + high) / 2.0, self.max))
+        return found
 
 
 _bucket_of = functools.partial(bisect_right, LatencyHistogram.BOUNDS)
@@ -309,7 +313,7 @@ class CallStats:
         with self._fold_lock:
             histogram = self._histogram
             samples = histogram.total
-            p50, p99 = histogram.percentile(0.50), histogram.percentile(0.99)
+            p50, p99 = histogram.percentiles(0.50, 0.99)
             longest = histogram.max if samples else None
         with self._errors_lock:
             errors = dict(self._errors)
