@@ -366,9 +366,11 @@ class PluginHandle:
             deadline = None if limit is None else now + limit
             start_within = self._config.start_timeout if limit is None else limit
             start_deadline = now + min(self._config.start_timeout, start_within)
-            if self._transport.reload_in_place(
-                start_deadline, self._stop_within(deadline, start_deadline)
-            ):
+            # In place (replicas), each old instance is stopped after its fresh one
+            # started: give it the time left of the whole reload, not what remains after
+            # the start deadline (0 when the timeout is the start timeout, which would
+            # cancel its calls in flight).
+            if self._transport.reload_in_place(start_deadline, self._stop_within(deadline, now)):
                 self._stats.reloads += 1
                 return
             fresh = self._factory(start_deadline)
