@@ -8,7 +8,7 @@ import json
 import sys
 from collections.abc import Sequence
 
-from . import _cli_bundle, _cli_host, _cli_new
+from . import _cli_bundle, _cli_host, _cli_new, _cli_serve
 from ._errors import PluginError
 from ._levels import LogLevel
 from ._load import ISOLATIONS, load
@@ -47,6 +47,7 @@ def _parser() -> argparse.ArgumentParser:
     )  # keygen, bundle create|inspect|verify|extract, inspect of a bundle
     _cli_host.register(commands)  # check, list
     _cli_new.register(commands)  # new
+    _cli_serve.register(commands)  # serve
     return parser
 
 
@@ -60,6 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _cli_bundle.run_bundle_command,
         _cli_host.run_host_command,
         _cli_new.run_new_command,
+        _cli_serve.run_serve_command,
     ):
         if (done := run(args)) is not None:
             return done
