@@ -163,11 +163,18 @@ def test_a_call_read_after_stop_is_refused_and_never_run(
 ) -> None:
     source = write_plugin(
         """
+        import time
         from pathlib import Path
         from plugbridge import Plugin, handler
 
         class Marks(Plugin):
             name = "marks"
+
+            def on_stop(self, ctx):
+                # Stop is slow, so the worker is still reading when the call behind Stop
+                # arrives (without this it may exit first, and the call is simply never
+                # read: the host answers such calls itself: tests/worker/test_faults.py).
+                time.sleep(2.0)
 
             @handler("mark")
             def mark(self, ctx, req):
