@@ -147,8 +147,11 @@ def whoami(handle: plugbridge.PluginHandle, sleep: float = 0.0) -> tuple[int, in
 class Callers:
     """Threads calling a handle in a loop until stopped; what they got, and what failed."""
 
-    def __init__(self, handle: plugbridge.PluginHandle, forms: list[str]) -> None:
+    def __init__(
+        self, handle: plugbridge.PluginHandle, forms: list[str], sleep: float = 0.001
+    ) -> None:
         self.handle = handle
+        self.sleep = sleep
         self.stop = threading.Event()
         self.lock = threading.Lock()
         self.results: list[tuple[int, int]] = []
@@ -176,7 +179,7 @@ class Callers:
                 self.results.append((answer["pid"], answer["version"]))
 
     def _run(self, form: str) -> None:
-        request = {"sleep": 0.001}
+        request = {"sleep": self.sleep}
         if form == "acall":
 
             async def loop() -> None:
@@ -303,6 +306,23 @@ def test_rolling_reload_under_four_calling_threads_fails_no_call(
         assert {whoami(handle) for _ in range(4)} == {(pid, 2) for pid in new}
         assert not [pid for pid in old if alive(pid)]
         assert handle.state is LifecycleState.ACTIVE
+
+
+def test_a_reload_with_a_timeout_lets_the_old_replicas_finish_their_calls(
+    replicated: Replicated, no_workers_left: None
+) -> None:
+    # reload(timeout=t) with t no longer than the start timeout once gave each old replica
+    # 0 s to stop, so the calls it carried were cancelled.
+    with replicated.load(2, config={"start_timeout": 20.0}) as handle:
+        with Callers(handle, ["call", "call", "call_json", "acall"], sleep=0.05) as callers:
+            assert wait_until(lambda: len(callers.served()) >= 8, timeout=30)
+            for version in (2, 3):
+                replicated.write(version=version)
+                handle.reload(timeout=20.0)
+            seen = len(callers.served())
+            assert wait_until(lambda: len(callers.served()) >= seen + 8, timeout=30)
+        assert callers.errors == []
+        assert {version for _, version in callers.served()[-4:]} == {3}
 
 
 def test_reload_of_broken_code_raises_and_the_old_code_keeps_serving(
