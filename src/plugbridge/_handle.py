@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
@@ -23,7 +24,7 @@ from ._errors import (
 from ._forking import ForkedTransport, forked, track_handle
 from ._levels import LogLevel, parse_level
 from ._lifecycle import LifecycleState
-from ._logsink import LogSink
+from ._logsink import LogListener, LogSink
 from ._stats import CallStats, PluginStats
 from ._transport import PluginMetadata, Transport, TransportFactory
 
@@ -343,6 +344,16 @@ class PluginHandle:
     def config(self) -> PluginConfig:
         return self._config
 
+    def add_log_listener(self, listener: LogListener) -> Callable[[], None]:
+        """Also hand every record this handle's level lets through to ``listener(level,
+        target, message)``, whatever the callback; returns the function that removes it.
+
+        For observers next to the callback (the gateway's log stream): it runs on the
+        thread that logged, so it must be quick and thread-safe; what it raises is
+        reported once and ignored. It survives reloads (the sink belongs to the handle).
+        """
+        return self._sink.add_listener(listener)
+
     # -- reload and shutdown -----------------------------------------------------------
 
     def reload(self, timeout: float | None = None) -> None:
@@ -435,6 +446,7 @@ class PluginHandle:
         self._closed = True  # shutdown: nothing to do (and never the parent's transport)
         self._swap_lock = threading.RLock()
         self._sink.lock = threading.RLock()
+        self._sink.listeners_lock = threading.Lock()
         limiter = ConcurrencyLimiter(self._config.max_concurrent_ops)
         limiter.rejected = self._limiter.rejected
         self._limiter, self._take_slot, self._new_release = (

@@ -28,6 +28,10 @@ from ._steadylog import steady_logger
 LogCallback = Callable[[LogLevel, str, str], None]
 """``callback(level, target, message)``: target is the logger name the plugin author used."""
 
+LogListener = Callable[[LogLevel, str, str], None]
+"""``listener(level, target, message)``: sees every record the handle's level lets through,
+on the thread that logged it, before the callback does (see ``LogSink.add_listener``)."""
+
 attributed_instance: contextvars.ContextVar[object | None] = contextvars.ContextVar(
     "plugbridge_attributed_instance", default=None
 )
@@ -61,6 +65,13 @@ class LogSink:
         self._dropped = 0
         self._fallback = steady_logger("plugbridge.plugin")
         self._callback_failed = False
+        self.listeners: tuple[tuple[object, LogListener], ...] = ()
+        """Taps on the records (``add_listener``), each with the token its removal looks
+        for (the same function added twice is two listeners). Replaced whole, so
+        ``deliver`` reads a consistent tuple without a lock."""
+        self.listeners_lock = threading.Lock()
+        """Orders ``add_listener`` and its removals (never held while a record is delivered)."""
+        self._listener_failed = False
         self._close_by: float | None = None
         """While closes wait for a busy callback: the moment they stop waiting. Shared by
         every gate of the sink, so a shutdown closing three gates waits ``_CLOSE_WAIT`` in
@@ -83,6 +94,8 @@ class LogSink:
         its callback returns: a plugin thread never waits on the host's callback for long,
         and a callback that calls its plugin cannot deadlock.
         """
+        if self.listeners and not self.closed:
+            self._tell_listeners(level, target, message)
         held: list[bool] = []
         try:
             held.extend(filter(None, map(self.lock.acquire, _BLOCKING, _BUSY)))  # ``_take``
@@ -100,6 +113,47 @@ class LogSink:
                 self._dropped += 1
         while self._backlog and self._deliver_backlog_if_free():
             pass  # the busy thread left meanwhile, or a record slipped in as this one left
+
+    def add_listener(self, listener: LogListener) -> Callable[[], None]:
+        """Tap the records: ``listener`` sees each record this sink delivers (the handle's
+        level lets it through), across reloads, until the returned function is called.
+
+        It runs on the logging thread, outside the sink's lock (a busy callback never
+        holds it up), so it must be quick and thread-safe. What it raises is reported once
+        and otherwise ignored. Without listeners a record pays one attribute test.
+        """
+        if not callable(listener):
+            from ._errors import ConfigError
+
+            raise ConfigError(f"a log listener must be callable, not {type(listener).__name__}")
+        token = object()
+        with self.listeners_lock:
+            self.listeners = (*self.listeners, (token, listener))
+
+        def remove() -> None:
+            with self.listeners_lock:
+                self.listeners = tuple(tap for tap in self.listeners if tap[0] is not token)
+
+        return remove
+
+    def _tell_listeners(self, level: LogLevel, target: str, message: str) -> None:
+        previous = attributed_instance.get()
+        try:
+            attributed_instance.set(None)  # the host's code runs from here on
+            for _, listener in self.listeners:
+                try:
+                    listener(level, target, message)
+                except BaseException as exc:  # contained, as a callback's failure is
+                    self._report_listener_failure(exc)
+        finally:
+            attributed_instance.set(previous)
+
+    def _report_listener_failure(self, exc: BaseException) -> None:
+        if self._listener_failed:
+            return
+        self._listener_failed = True  # once per handle: a broken listener must not flood
+        with contextlib.suppress(Exception):
+            _internal_log.error("plugbridge log listener raised (reported once): %r", exc)
 
     def _deliver_backlog_if_free(self) -> bool:
         held: list[bool] = []
