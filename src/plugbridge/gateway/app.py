@@ -28,6 +28,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .._errors import ConfigError, PluginError, SerializationError, no_raw_handler
 from .._handle import PluginHandle
@@ -109,7 +110,7 @@ class Gateway:
             Route("/healthz", self.healthz, methods=["GET"]),
             Route("/openapi.json", self.openapi, methods=["GET"]),
             Route("/", self.admin_page, methods=["GET"]),
-            Mount("/static", app=StaticFiles(directory=STATIC_DIR, check_dir=False)),
+            Mount("/static", app=_static_files()),
         ]
 
     @contextlib.asynccontextmanager
@@ -314,6 +315,19 @@ class Gateway:
             if status.name == name:
                 return status
         return None
+
+
+def _static_files() -> ASGIApp:
+    """The admin page's files: ``StaticFiles`` keeps every path inside ``STATIC_DIR``
+    (``..`` and links out of it are 404). Without the directory: 404 for everything."""
+    if STATIC_DIR.is_dir():
+        return StaticFiles(directory=STATIC_DIR)
+
+    async def missing(scope: Scope, receive: Receive, send: Send) -> None:
+        response = error_response(404, None, "NOT_FOUND", "the admin page is not installed")
+        await response(scope, receive, send)
+
+    return missing
 
 
 class _LevelChange(msgspec.Struct, forbid_unknown_fields=True):
