@@ -170,15 +170,17 @@ def test_a_call_read_after_stop_is_refused_and_never_run(
         class Marks(Plugin):
             name = "marks"
 
-            def on_stop(self, ctx):
-                # Stop is slow, so the worker is still reading when the call behind Stop
-                # arrives (without this it may exit first, and the call is simply never
-                # read: the host answers such calls itself: tests/worker/test_faults.py).
-                time.sleep(2.0)
-
             @handler("mark")
             def mark(self, ctx, req):
                 Path(req).touch()
+                return req
+
+            @handler("hold")
+            def hold(self, ctx, req):
+                # Runs until the test lets it go (a generous bound, never reached).
+                deadline = time.monotonic() + 60
+                while not Path(req).exists() and time.monotonic() < deadline:
+                    time.sleep(0.005)
                 return req
         """,
         name="marks.py",
@@ -187,25 +189,31 @@ def test_a_call_read_after_stop_is_refused_and_never_run(
     worker = subprocess.Popen(worker_command(worker_end.fileno()), pass_fds=[worker_end.fileno()])
     worker_end.close()
     channel: Channel[WorkerMessage] = Channel(host_end, WorkerMessage)
-    first, late = tmp_path / "first", tmp_path / "late"
+    first, late, go = tmp_path / "first", tmp_path / "late", tmp_path / "go"
     try:
         assert isinstance(channel.receive(), Hello)
         plugin = PythonPlugin(str(source.parent), source.stem, None)
         channel.send(Start(PROTOCOL_VERSION, plugin, {}, []))
         assert isinstance(channel.receive(), Named)
         assert isinstance(channel.receive(), Ready)
-        # A first call leaves two threads taking turns at reading: one reads Stop (and
-        # stops the instance), the other the call right behind it.
-        channel.send(Call(1, "mark", msgspec.json.encode(str(first)), None, False))
-        assert channel.receive() == Result(1, msgspec.json.encode(str(first)), True)
-        channel.send(Stop(5.0))
-        channel.send(Call(2, "mark", msgspec.json.encode(str(late)), None, False))
-        answers = [channel.receive(), channel.receive()]
-        refused = next(a for a in answers if isinstance(a, Failure))
-        assert refused.id == 2 and refused.done
+        # The worker may exit once the calls it read before Stop are done: a frame behind
+        # Stop is read only while one of them still runs. "hold" does, until this test has
+        # seen the refusal. Call 2 is read while the first thread runs "hold", so its reader
+        # starts another thread: two then wait to read, one for Stop (it then waits for
+        # "hold" to end), the other for the call right behind it.
+        channel.send(Call(1, "hold", msgspec.json.encode(str(go)), None, False))
+        channel.send(Call(2, "mark", msgspec.json.encode(str(first)), None, False))
+        assert channel.receive() == Result(2, msgspec.json.encode(str(first)), True)
+        channel.send(Stop(60.0))
+        channel.send(Call(3, "mark", msgspec.json.encode(str(late)), None, False))
+        refused = channel.receive()
+        assert isinstance(refused, Failure), refused
+        assert refused.id == 3 and refused.done
         assert refused.code == plugbridge.InvalidState.code
         assert refused.message == "plugin 'marks' is STOPPING; calls need ACTIVE"
-        assert Stopped(None, []) in answers
+        go.touch()
+        assert channel.receive() == Result(1, msgspec.json.encode(str(go)), True)
+        assert channel.receive() == Stopped(None, [])
         assert worker.wait(10) == 0
         assert first.exists() and not late.exists()  # read after Stop: never run
     finally:
