@@ -8,9 +8,10 @@ knows there are several.
 
 The call path takes no lock. Each replica counts the calls it carries in a list
 (``append``/``pop`` are atomic builtins; ``len`` reads the count), and a call goes to the
-least busy ACTIVE replica, the scan starting at a rotating place so ties spread. A replica
-that is down (crashed, restarting under its own restart policy) is skipped while another
-is ACTIVE.
+least busy ACTIVE replica, ties to the lowest index: a lone sequential caller keeps one
+worker warm (rotating ties woke cold workers, ~20 µs a call, and gained nothing under
+load), while calls spread as soon as one is busy. A replica that is down (crashed,
+restarting under its own restart policy) is skipped while another is ACTIVE.
 
 A reload replaces the replicas one at a time, in place: start a fresh instance, put it in
 the slot (new calls go to it at once), wait for the calls the old one carries to end, stop
@@ -21,7 +22,6 @@ instance is stopped with nothing in flight and no call fails because of the relo
 
 from __future__ import annotations
 
-import itertools
 import threading
 import time
 from collections.abc import Sequence
@@ -82,11 +82,6 @@ class ReplicaTransport(Transport):
         self._count = len(started)
         self._slots = [_Replica(index, transport) for index, transport in enumerate(started)]
         """Mutated in place (one slot at a time, by a reload); never rebound."""
-        self._rotations = tuple(
-            tuple((start + step) % self._count for step in range(self._count))
-            for start in range(self._count)
-        )
-        self._turns = itertools.count()
         self._lock = threading.Lock()
         """Guards closing against a reload putting a fresh replica in a slot."""
         self._closing = False
@@ -127,34 +122,22 @@ class ReplicaTransport(Transport):
     # -- choosing a replica ------------------------------------------------------------
 
     def _pick(self) -> _Replica:
-        """The least busy replica, ACTIVE if any is; ties go to the first in a rotating
-        order, so equally busy replicas take turns."""
+        """The least busy ACTIVE replica, ties to the lowest index; the first replica if
+        none is ACTIVE (it then raises what its instance raises: ``PluginCrashed`` while
+        it restarts, ``InvalidState`` if stopped). An idle first replica ends the search."""
         slots = self._slots
-        rotation = self._rotations[next(self._turns) % self._count]
-        best = slots[rotation[0]]
-        least = len(best.busy)
-        if least:  # else none can be less busy than the first
-            for index in rotation:
-                replica = slots[index]
-                load = len(replica.busy)
-                if load < least:
-                    best, least = replica, load
-        if best.transport.state is _ACTIVE:
-            return best
-        return self._pick_active(rotation, best)
-
-    def _pick_active(self, rotation: tuple[int, ...], fallback: _Replica) -> _Replica:
-        """The least busy ACTIVE replica; ``fallback`` if none is (it then raises what its
-        instance raises: ``PluginCrashed`` while it restarts, ``InvalidState`` if stopped)."""
-        slots = self._slots
+        first = slots[0]
+        if not first.busy and first.transport.state is _ACTIVE:
+            return first
         best: _Replica | None = None
-        for index in rotation:
-            replica = slots[index]
-            if replica.transport.state is _ACTIVE and (
-                best is None or len(replica.busy) < len(best.busy)
-            ):
-                best = replica
-        return fallback if best is None else best
+        least = 0
+        for replica in slots:
+            load = len(replica.busy)
+            if (best is None or load < least) and replica.transport.state is _ACTIVE:
+                best, least = replica, load
+                if not load:
+                    break  # none can be less busy
+        return first if best is None else best
 
     # -- calls -------------------------------------------------------------------------
     #

@@ -11,10 +11,11 @@ import asyncio
 import json
 import os
 import signal
+import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import psutil
 import pytest
@@ -144,6 +145,36 @@ def whoami(handle: plugbridge.PluginHandle, sleep: float = 0.0) -> tuple[int, in
     return answer["pid"], answer["version"]
 
 
+T = TypeVar("T")
+
+
+def on_each_replica(handle: plugbridge.PluginHandle, count: int, call: Callable[[], T]) -> list[T]:
+    """``call`` run once on each of ``count`` replicas, in slot order.
+
+    Ties go to the lowest index, so with all idle a call goes to replica 1; a call held
+    there makes replica 2 the least busy, and so on."""
+    got: list[T] = []
+    holders: list[threading.Thread] = []
+    with tempfile.TemporaryDirectory() as spot:
+        release = Path(spot) / "release"
+        try:
+            for n in range(count):
+                got.append(call())
+                if n == count - 1:
+                    break
+                started = Path(spot) / f"started{n}"
+                request = {"started": str(started), "release": str(release)}
+                holder = threading.Thread(target=handle.call, args=("hold", request))
+                holder.start()
+                holders.append(holder)
+                assert wait_until(lambda path=started: path.exists() and path.read_text() != "")
+        finally:
+            release.touch()
+            for holder in holders:
+                holder.join(30)
+    return got
+
+
 class Callers:
     """Threads calling a handle in a loop until stopped; what they got, and what failed."""
 
@@ -229,23 +260,11 @@ def test_calls_spread_over_the_replicas_and_shutdown_ends_every_worker(
     assert len(started) == 3
     assert handle.state.name == "ACTIVE"
     assert handle.metadata.name == "replicated"
-    served: list[int] = []
-    lock = threading.Lock()
-
-    def caller() -> None:
-        for _ in range(10):
-            pid, _ = whoami(handle, sleep=0.01)
-            with lock:
-                served.append(pid)
-
-    threads = [threading.Thread(target=caller) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(30)
-    assert len(served) == 40
-    assert set(served) == started
-    assert min(served.count(pid) for pid in started) >= 5, served
+    # Four threads calling at once keep more than one replica busy, so every replica
+    # serves (a lone caller would keep to the first: ties go to the lowest index).
+    with Callers(handle, ["call", "call", "call_json", "acall"], sleep=0.01) as callers:
+        assert wait_until(lambda: {pid for pid, _ in callers.served()} == started, timeout=30)
+    assert callers.errors == []
 
     handle.shutdown()
     assert handle.state is LifecycleState.STOPPED
@@ -260,6 +279,8 @@ def test_a_call_goes_to_the_least_busy_replica_in_every_call_form(
 ) -> None:
     started_file, release_file = tmp_path / "hold.started", tmp_path / "hold.release"
     with replicated.load(2) as handle:
+        # Nothing busy: ties go to the first replica, every time.
+        (first,) = {whoami(handle)[0] for _ in range(4)}
         held: list[int] = []
         holder = threading.Thread(
             target=lambda: held.append(
@@ -270,9 +291,9 @@ def test_a_call_goes_to_the_least_busy_replica_in_every_call_form(
         try:
             assert wait_until(lambda: started_file.exists() and started_file.read_text() != "")
             busy = int(started_file.read_text())
+            assert busy == first  # a tie too
             (idle,) = replicated.pids() - {busy}
-            # Sequential calls alternate between equally busy replicas; here one is busy
-            # with the held call, so each of them goes to the other.
+            # The first replica is busy with the held call, so each call goes to the other.
             assert {whoami(handle)[0] for _ in range(4)} == {idle}
             assert json.loads(handle.call_json("whoami", "{}"))["pid"] == idle
             assert asyncio.run(handle.acall("whoami"))["pid"] == idle
@@ -282,8 +303,8 @@ def test_a_call_goes_to_the_least_busy_replica_in_every_call_form(
             release_file.touch()
             holder.join(30)
         assert held == [busy]
-        # Nothing busy: ties take turns.
-        assert {whoami(handle)[0] for _ in range(4)} == {busy, idle}
+        # Nothing busy again: back to the first.
+        assert {whoami(handle)[0] for _ in range(4)} == {busy}
 
 
 def test_rolling_reload_under_four_calling_threads_fails_no_call(
@@ -302,8 +323,8 @@ def test_rolling_reload_under_four_calling_threads_fails_no_call(
         assert len(new) == 2
         after_reload = {pid for pid, version in callers.served() if version == 2}
         assert after_reload <= new
-        # Every replica now serves the new code: two sequential calls reach both.
-        assert {whoami(handle) for _ in range(4)} == {(pid, 2) for pid in new}
+        # Every replica now serves the new code.
+        assert set(on_each_replica(handle, 2, lambda: whoami(handle))) == {(p, 2) for p in new}
         assert not [pid for pid in old if alive(pid)]
         assert handle.state is LifecycleState.ACTIVE
 
@@ -333,7 +354,7 @@ def test_reload_of_broken_code_raises_and_the_old_code_keeps_serving(
         replicated.path.write_text("raise RuntimeError('broken at import')\n")
         with pytest.raises(InitializationFailed, match="broken at import"):
             handle.reload()
-        assert {whoami(handle) for _ in range(4)} == {(pid, 1) for pid in old}
+        assert set(on_each_replica(handle, 2, lambda: whoami(handle))) == {(p, 1) for p in old}
         assert handle.state is LifecycleState.ACTIVE
 
 
@@ -347,11 +368,9 @@ def test_a_reload_failing_half_way_leaves_the_replaced_replicas_on_the_new_code(
             InitializationFailed, match=r"replica 2 of 2: .*second instance refuses"
         ):
             h.reload()
-        served = {whoami(h) for _ in range(4)}
-        versions = {version for _, version in served}
-        assert versions == {1, 2}, served
-        assert len({pid for pid, _ in served}) == 2
-        assert next(pid for pid, version in served if version == 1) in old
+        served = on_each_replica(h, 2, lambda: whoami(h))
+        assert [version for _, version in served] == [2, 1], served  # replica 1 was replaced
+        assert served[0][0] not in old and served[1][0] in old
         assert h.state is LifecycleState.ACTIVE
 
 
@@ -374,7 +393,7 @@ def test_a_killed_replica_is_restarted_while_the_others_serve(
     config = {"restart_on_crash": True, "restart_backoff": 0.5}
     with replicated.load(2, config=config) as handle:
         old = replicated.pids()
-        victim = min(old)
+        victim = whoami(handle)[0]  # the first replica: ties go to it, so calls must skip it
         not_active: list[LifecycleState] = []
         with Callers(handle, ["call", "call", "call"]) as callers:
             assert wait_until(lambda: len(callers.served()) >= 20, timeout=30)
@@ -397,7 +416,9 @@ def test_a_killed_replica_is_restarted_while_the_others_serve(
         assert not_active == []
         (fresh,) = replicated.pids() - old
         assert fresh != victim
-        assert {whoami(handle)[0] for _ in range(4)} == (old - {victim}) | {fresh}
+        # The restarted replica is first again, and ties go to it.
+        assert {whoami(handle)[0] for _ in range(4)} == {fresh}
+        assert on_each_replica(handle, 2, lambda: whoami(handle)[0]) == [fresh, *old - {victim}]
 
 
 def test_old_replicas_that_fail_to_stop_warn_and_a_failed_shutdown_tries_them_all(
@@ -417,7 +438,7 @@ def test_old_replicas_that_fail_to_stop_warn_and_a_failed_shutdown_tries_them_al
     assert len(warnings) == 2, capture.records
     assert "on_stop refuses" in warnings[0]
     new = replicated.pids() - old
-    assert {whoami(handle)[0] for _ in range(4)} == new
+    assert set(on_each_replica(handle, 2, lambda: whoami(handle)[0])) == new
     with pytest.raises(ShutdownFailed, match=r"replica 1 of 2: .*replica 2 of 2: "):
         handle.shutdown()
     assert handle.state is LifecycleState.FAILED
@@ -434,11 +455,11 @@ def test_log_records_of_every_replica_reach_the_one_callback_and_levels_reach_al
         def logged(kind: str) -> set[int]:
             return {int(m.rsplit(" ", 1)[1]) for m in capture.messages() if m.startswith(kind)}
 
-        assert {handle.call("log") for _ in range(4)} == pids
+        assert set(on_each_replica(handle, 2, lambda: handle.call("log"))) == pids
         assert wait_until(lambda: logged("info from") == pids)
         assert logged("debug from") == set()
         handle.set_log_level("debug")
-        assert {handle.call("log") for _ in range(4)} == pids
+        assert set(on_each_replica(handle, 2, lambda: handle.call("log"))) == pids
         assert wait_until(lambda: logged("debug from") == pids)
 
 
