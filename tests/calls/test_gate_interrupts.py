@@ -93,6 +93,7 @@ STORM = """
         return calls
 
     OWN_CODE = {loop.__code__, attempt.__code__, interrupt.__code__, run_acall.__code__}
+    OWN_CODE.add(sys._getframe().f_code)  # this script's own lines, between loop() and the stop
     signal.signal(signal.SIGINT, interrupt)
     thread = threading.Thread(target=sender, daemon=True)
     thread.start()

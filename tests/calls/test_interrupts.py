@@ -52,7 +52,7 @@ STORM = """
     def interrupt(signum, frame):
         # Like Ctrl-C, but only while plugbridge (or plugin) code runs: this loop's own
         # bookkeeping is not what is under test and must not be hit.
-        if storm["on"] and frame is not None and frame.f_code not in (LOOP_CODE, OWN_CODE):
+        if storm["on"] and frame is not None and frame.f_code not in (LOOP_CODE, OWN_CODE, SCRIPT):
             storm["hits"] += 1
             raise KeyboardInterrupt
 
@@ -83,6 +83,7 @@ STORM = """
         return nonlocal_calls
 
     LOOP_CODE, OWN_CODE = loop.__code__, interrupt.__code__
+    SCRIPT = sys._getframe().f_code  # this script's own lines, between loop() and the stop
     signal.signal(signal.SIGALRM, interrupt)
     interval = 0.00003
     signal.setitimer(signal.ITIMER_REAL, interval, interval)

@@ -417,6 +417,10 @@ DEV_MODE_HOST = """
     records = []
 
     async def main(handle, tag, request):
+        # Submitting 200 calls in one step takes ~10 ms, but over asyncio's 0.1 s slow-
+        # callback bound on a machine loaded by other work; a call that blocked the loop
+        # would block it far longer (the hold below: 0.2 s and more, many times).
+        asyncio.get_running_loop().slow_callback_duration = 1.0
         replies = await asyncio.gather(*(handle.acall(tag, request) for _ in range(200)))
         assert replies and all(r == replies[0] for r in replies), replies[:3]
         task = asyncio.create_task(handle.acall(*sys.argv[3:5]))

@@ -124,13 +124,14 @@ def test_a_spawn_its_caller_stopped_waiting_for_is_ended(ended: list[WorkerProce
 
     def job() -> WorkerProcess:
         started.set()
-        go_on.wait(10)
+        go_on.wait(120)  # set right after the interrupt; long, so a loaded machine cannot
+        # let the job end first (the caller would then not be interrupted while waiting)
         process, helper = spawn_here()
         spawned.put((process, helper))
         return process
 
     def interrupt_when_started() -> None:
-        started.wait(10)
+        started.wait(120)
         signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
 
     live = process_module._SPAWNER._live
