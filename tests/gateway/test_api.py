@@ -287,21 +287,23 @@ def test_a_handler_that_raises_is_500(client: httpx.Client) -> None:
     assert "boom on purpose" in error["message"]
 
 
+@pytest.mark.parametrize("plugin", ["gw", "worker"])
 def test_a_client_that_disconnects_cancels_its_call(
-    api: GatewayServer, client: httpx.Client, tmp_path: Path
+    api: GatewayServer, client: httpx.Client, tmp_path: Path, plugin: str
 ) -> None:
     body = json.dumps({"dir": str(tmp_path)}).encode()
     request = (
-        b"POST /v1/plugins/gw/call/hold HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-        b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
-    )
+        b"POST /v1/plugins/%s/call/hold HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+    ) % (plugin.encode(), len(body), body)
     with socket.create_connection(("127.0.0.1", api.port), timeout=REQUEST_TIMEOUT) as conn:
         conn.sendall(request)
         assert wait_until((tmp_path / "started").exists, REQUEST_TIMEOUT)
     # the handler is cancelled (it never sees the release) and its slot comes back
     assert wait_until((tmp_path / "cancelled").exists, REQUEST_TIMEOUT)
-    assert wait_until(lambda: _in_flight(client, "gw") == 0, REQUEST_TIMEOUT)
-    assert client.post("/v1/plugins/gw/call/add", json={"x": 1, "y": 1}).status_code == 200
+    assert wait_until(lambda: _in_flight(client, plugin) == 0, REQUEST_TIMEOUT)
+    added = client.post(f"/v1/plugins/{plugin}/call/add", json={"x": 1, "y": 1})
+    assert added.status_code == 200
 
 
 # -- status and administration ---------------------------------------------------------
@@ -463,6 +465,32 @@ def test_log_stream_delivers_a_record_logged_after_connecting(
     assert record["level"] == "warn"
     assert record["target"] == "gw_plugin"
     assert record["time"].endswith("Z")
+
+
+def test_log_stream_follows_plugins_added_and_removed_later(
+    api: GatewayServer, api_host: PluginHost, client: httpx.Client, plugin_dir: Path
+) -> None:
+    api_host.add("late", str(plugin_dir / "chatty_plugin.py"))
+    removed = False
+    try:
+        with (
+            api.client() as streaming,
+            streaming.stream("GET", "/v1/plugins/late/logs") as stream,
+        ):
+            lines = stream.iter_lines()
+            _stream_opened(lines)
+            said = client.post(
+                "/v1/plugins/late/call/say", json={"level": "ERROR", "message": "late record"}
+            )
+            assert said.status_code == 200
+            assert next(_events(lines))["message"] == "late record"
+            api_host.remove("late")
+            removed = True
+            assert list(_events(lines)) == []  # it ends once the gateway sees it removed
+        assert _error(client.get("/v1/plugins/late/logs"), 404)["name"] == "UNKNOWN_PLUGIN"
+    finally:
+        if not removed:
+            api_host.remove("late")
 
 
 def test_log_stream_replays_the_last_200_records(api: GatewayServer, client: httpx.Client) -> None:

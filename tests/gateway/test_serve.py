@@ -78,7 +78,8 @@ class ServeProcess:
         )
         self._lines: queue.Queue[str | None] = queue.Queue()
         self.stdout: list[str] = []
-        threading.Thread(target=self._read, daemon=True).start()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
         first = self.next_line()
         assert first is not None and " on http://" in first, (first, self.stderr_text())
         self.url = first.split(" on ", 1)[1].split()[0].rstrip(",")
@@ -100,6 +101,12 @@ class ServeProcess:
     def client(self, token: str | None = None) -> httpx.Client:
         headers = {} if token is None else {"Authorization": f"Bearer {token}"}
         return httpx.Client(base_url=self.url, timeout=REQUEST_TIMEOUT, headers=headers)
+
+    def exit_code(self) -> int:
+        """Wait for the process to end and its output to be read; its exit code."""
+        code = self.process.wait(REQUEST_TIMEOUT)
+        self._reader.join(REQUEST_TIMEOUT)
+        return code
 
     def stderr_text(self) -> str:
         if self.process.poll() is None:
@@ -177,8 +184,18 @@ def test_serves_and_sigterm_drains_a_call_in_flight(spawn: Any, tmp_path: Path) 
     caller.join(REQUEST_TIMEOUT)
     assert outcome["call"].status_code == 200
     assert outcome["call"].json() == {"held": True}
-    assert server.process.wait(REQUEST_TIMEOUT) == 0
+    assert server.exit_code() == 0
     assert time.monotonic() - began < 30.0  # at once, not after the 60 s drain timeout
+    assert server.stdout[-1] == "plugbridge: stopped"
+    assert "Traceback" not in server.stderr_text()
+
+
+def test_sigint_stops_it_too(spawn: Any, tmp_path: Path) -> None:
+    server = spawn(_host_file(tmp_path))
+    with server.client() as http:
+        assert http.post("/v1/plugins/holding/call/version").json() == "1.0.0"
+    server.process.send_signal(signal.SIGINT)
+    assert server.exit_code() == 0
     assert server.stdout[-1] == "plugbridge: stopped"
     assert "Traceback" not in server.stderr_text()
 
