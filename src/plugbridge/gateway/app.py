@@ -30,7 +30,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from .._errors import ConfigError, PluginError, SerializationError, no_raw_handler
+from .._errors import ConfigError, ErrorCode, PluginError, SerializationError, no_raw_handler
 from .._handle import PluginHandle
 from .._host import PluginHost
 from .._host_status import PluginStatus
@@ -80,7 +80,7 @@ def create_app(
         routes=gateway.routes(),
         middleware=middleware,
         lifespan=gateway.lifespan,
-        exception_handlers={HTTPException: _http_exception},
+        exception_handlers={HTTPException: _http_exception, Exception: _unexpected},
     )
     app.state.gateway = gateway
     return app
@@ -390,6 +390,14 @@ async def _cancel_on_disconnect(request: Request, call: Awaitable[_T]) -> _T:
         raise
     finally:
         watcher.cancel()
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    """A bug in the gateway: 500 in the JSON error shape (uvicorn still logs the traceback)."""
+    del request
+    return error_response(
+        500, int(ErrorCode.INTERNAL_ERROR), ErrorCode.INTERNAL_ERROR.name, f"gateway bug: {exc!r}"
+    )
 
 
 async def _http_exception(request: Request, exc: Exception) -> Response:
