@@ -8,42 +8,37 @@ whose first start fails gets a ``FailedTransport`` instead of an instance: it is
 FAILED, and the same handle serves once a reload succeeds.
 
 Locks: ``_lock`` guards the table of plugins and is only ever held for a moment (never
-while a plugin starts or stops). ``_watch_lock`` orders the updates of the file watcher; it
-is never taken on the watcher's own thread, so the watcher may wait for that thread while
-it is held.
+while a plugin starts or stops). Watching (``watch()``) is the host's ``HostWatch``
+(``_host_watch``), told about every plugin added, moved or removed.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import logging
 import os
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ._config import PluginConfig, checked_seconds
 from ._errors import ConfigError, InvalidState, PluginError, ShutdownFailed
 from ._handle import PluginHandle
 from ._host_failed import FailedTransport
 from ._host_status import PluginStatus
+from ._host_watch import HostWatch
 from ._hostfile import CONFIG_KEYS, PluginSpec, checked_table, plugin_spec, read_host_file
 from ._levels import LogLevel
 from ._load import transport_factory
 from ._logsink import InstanceLog, LogCallback, LogSink
 from ._transport import Transport, TransportFactory
 
-if TYPE_CHECKING:
-    from ._watch import SourceWatcher
-
 LogCallbackFor = Callable[[str], LogCallback | None]
 """``log_callback_for(plugin_name)``: the callback for that plugin's records (None: the
 host's ``log_callback``)."""
-
-_internal_log = logging.getLogger("plugbridge")
 
 
 class _Entry:
@@ -64,15 +59,27 @@ class _Entry:
         self.handle: PluginHandle | None = None
 
     @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
     def started(self) -> PluginHandle:
         assert self.handle is not None
         return self.handle
+
+    @property
+    def shown_source(self) -> str:
+        return self.source if self.source is not None else self.spec.shown_source
+
+    def log_error(self, message: str) -> None:
+        """An ERROR record from the host about this plugin (a failed load, reload, watch)."""
+        self.host_log.emit(LogLevel.ERROR, "plugbridge", message)
 
     def status(self) -> PluginStatus:
         handle = self.started
         return PluginStatus(
             name=self.spec.name,
-            source=self.source if self.source is not None else self.spec.shown_source,
+            source=self.shown_source,
             isolation=self.spec.isolation,
             state=handle.state,
             log_level=handle.log_level,
@@ -114,14 +121,13 @@ class PluginHost:
         )
         self._lock = threading.Lock()
         self._start_lock = threading.Lock()
-        self._watch_lock = threading.Lock()
         self._entries: dict[str, _Entry] = {}
         self._reserved: set[str] = set()
         """Names being started by ``add``/``start``: taken, not yet listed."""
         self._planned: tuple[PluginSpec, ...] = ()
         self._started = False
         self._closed = False
-        self._watcher: SourceWatcher | None = None
+        self._watching = HostWatch(self._watchable, self._current)
 
     @classmethod
     def from_file(
@@ -204,9 +210,9 @@ class PluginHost:
     def _start_entries(
         self, entries: list[_Entry], *, strict: bool
     ) -> list[tuple[str, PluginError]]:
-        """Start ``entries`` at once (a thread each; this thread starts the first) and list
-        the ones that started; the required ones that failed are returned, their names
-        freed. Returns only once every start has ended, whatever interrupts it."""
+        """Start ``entries`` at once (``_at_once``) and list the ones that started; the
+        required ones that failed are returned, their names freed. Returns only once every
+        start has ended, whatever interrupts it."""
         failed: dict[str, PluginError] = {}
         unexpected: list[BaseException] = []
 
@@ -219,20 +225,9 @@ class PluginHost:
             except BaseException as exc:  # a bug, or an interrupt: raised once all ended
                 unexpected.append(exc)
 
-        threads = [
-            threading.Thread(
-                target=start_one, args=(entry,), name=f"plugbridge-host-start-{entry.spec.name}"
-            )
-            for entry in entries[1:]
-        ]
         try:
-            for thread in threads:
-                thread.start()
-            if entries:
-                start_one(entries[0])
+            _at_once("start", [(entry.name, partial(start_one, entry)) for entry in entries])
         finally:
-            for thread in threads:
-                _join_through_interrupts(thread)
             started = [entry for entry in entries if entry.handle is not None]
             with self._lock:
                 self._reserved.difference_update(entry.spec.name for entry in entries)
@@ -256,7 +251,7 @@ class PluginHost:
             self._factory(entry, tolerate_failure=tolerate_failure),
             entry.config,
             entry.sink,
-            entry.source if entry.source is not None else entry.spec.shown_source,
+            entry.shown_source,
         )
 
     def _factory(self, entry: _Entry, *, tolerate_failure: bool) -> TransportFactory:
@@ -284,11 +279,9 @@ class PluginHost:
             except PluginError as exc:
                 entry.error = exc.message
                 if first and tolerate_failure:
-                    entry.host_log.emit(
-                        LogLevel.ERROR,
-                        "plugbridge",
+                    entry.log_error(
                         f"plugin {spec.name!r} failed to load; it stays FAILED until a reload "
-                        f"succeeds: {exc.message}",
+                        f"succeeds: {exc.message}"
                     )
                     return FailedTransport(spec.name, exc.message)
                 raise
@@ -354,7 +347,7 @@ class PluginHost:
         failures = self._start_entries([entry], strict=True)
         if failures:
             raise failures[0][1]
-        self._watch_entry(entry)
+        self._watching.track(entry)
         return entry.started
 
     def remove(self, name: str) -> None:
@@ -362,7 +355,7 @@ class PluginHost:
         if unknown. It is gone even when stopping it fails (``ShutdownFailed``)."""
         with self._lock:
             entry = self._entries.pop(name)
-        self._forget_watched(name)
+        self._watching.forget(name)
         entry.started.shutdown()
 
     def reload(self, name: str, timeout: float | None = None) -> None:
@@ -377,7 +370,7 @@ class PluginHost:
             raise
         entry.error = None
         if entry.source != before:  # an entry point now names another module
-            self._watch_entry(entry)
+            self._watching.track(entry)
 
     def __getitem__(self, name: str) -> PluginHandle:
         return self._entry(name).started
@@ -416,91 +409,21 @@ class PluginHost:
         fails leaves the old instance serving, sets ``status().error`` and sends an ERROR
         record to the plugin's callback. Every change made after this returns is seen. A
         second call while watching changes nothing."""
-        from ._watch import SourceWatcher
-
-        debounce = checked_seconds("debounce_s", debounce_s)
-        with self._watch_lock:
-            with self._lock:
-                if self._closed:
-                    raise InvalidState("cannot watch a plugin host that was closed")
-            if self._watcher is not None:
-                return
-            watcher = SourceWatcher(self._source_changed, debounce_s=debounce)
-            try:
-                with self._lock:
-                    entries = list(self._entries.values())
-                for entry in entries:
-                    self._watch_paths(watcher, entry)
-            except BaseException:  # all or nothing: no watcher left running half set up
-                watcher.close()
-                raise
-            self._watcher = watcher
+        self._watching.start(checked_seconds("debounce_s", debounce_s))
 
     def unwatch(self) -> None:
         """Stop watching (nothing when not watching)."""
-        with self._watch_lock:
-            watcher, self._watcher = self._watcher, None
-        if watcher is not None:
-            watcher.close()
+        self._watching.stop()
 
-    def _watch_entry(self, entry: _Entry) -> None:
-        with self._watch_lock:
-            if self._watcher is None:
-                return
-            with self._lock:
-                listed = self._entries.get(entry.spec.name) is entry
-            if not listed:  # removed meanwhile (a removal forgets it after this)
-                return
-            try:
-                self._watch_paths(self._watcher, entry)
-            except PluginError as exc:  # the system refused a watch: say so, keep serving
-                entry.host_log.emit(
-                    LogLevel.ERROR,
-                    "plugbridge",
-                    f"plugin {entry.spec.name!r} is not watched for changes: {exc.message}",
-                )
-
-    @staticmethod
-    def _watch_paths(watcher: SourceWatcher, entry: _Entry) -> None:
-        """Watch ``entry``'s source: what ``watched_paths`` finds, or for a source that is
-        a path not there yet (an optional plugin listed FAILED), that path, so the file
-        appearing reloads the plugin."""
-        from ._watch import watched_paths
-
-        source = entry.source
-        if source is None:
-            return
-        paths = watched_paths(source) or ((Path(source),) if os.path.isabs(source) else ())
-        watcher.watch(entry.spec.name, paths)
-
-    def _forget_watched(self, name: str) -> None:
-        with self._watch_lock:
-            if self._watcher is not None:
-                self._watcher.forget(name)
-
-    def _source_changed(self, name: str) -> None:
-        """On the watcher's thread: reload ``name``; a failure is recorded and logged."""
+    def _watchable(self) -> list[_Entry]:
         with self._lock:
-            entry = None if self._closed else self._entries.get(name)
-        if entry is None:
-            return
-        try:
-            entry.started.reload()
-        except PluginError as exc:
-            with self._lock:
-                still_listed = not self._closed and self._entries.get(name) is entry
-            if still_listed:
-                entry.error = exc.message
-                entry.host_log.emit(
-                    LogLevel.ERROR,
-                    "plugbridge",
-                    f"reload of {name!r} after a change on disk failed; the previous instance "
-                    f"keeps serving: {exc.message}",
-                )
-        except Exception:  # a bug: never let it end the watcher's thread
-            _internal_log.exception("plugbridge: reloading %r after a change failed", name)
-        else:
-            entry.error = None
+            if self._closed:
+                raise InvalidState("cannot watch a plugin host that was closed")
+            return list(self._entries.values())
+
+    def _current(self, name: str) -> _Entry | None:
+        with self._lock:
+            return None if self._closed else self._entries.get(name)
 
     # -- closing -----------------------------------------------------------------------
 
@@ -542,8 +465,7 @@ class PluginHost:
 
 
 def _shut_down(handles: list[tuple[str, PluginHandle]]) -> list[tuple[str, PluginError]]:
-    """Shut the named handles down at once (a thread each, this thread stopping the first);
-    the failures, by name."""
+    """Shut the named handles down at once (``_at_once``); the failures, by name."""
     errors: dict[str, PluginError] = {}
 
     def stop(name: str, handle: PluginHandle) -> None:
@@ -552,19 +474,25 @@ def _shut_down(handles: list[tuple[str, PluginHandle]]) -> list[tuple[str, Plugi
         except PluginError as exc:
             errors[name] = exc
 
+    _at_once("stop", [(name, partial(stop, name, handle)) for name, handle in handles])
+    return [(name, errors[name]) for name, _ in handles if name in errors]
+
+
+def _at_once(kind: str, jobs: Sequence[tuple[str, Callable[[], None]]]) -> None:
+    """Run the named ``jobs`` at once: a thread each (``plugbridge-host-KIND-NAME``), this
+    thread running the first. Returns only once every job has ended, whatever interrupts it."""
     threads = [
-        threading.Thread(target=stop, args=named, name=f"plugbridge-host-stop-{named[0]}")
-        for named in handles[1:]
+        threading.Thread(target=job, name=f"plugbridge-host-{kind}-{name}")
+        for name, job in jobs[1:]
     ]
     try:
         for thread in threads:
             thread.start()
-        if handles:
-            stop(*handles[0])
+        if jobs:
+            jobs[0][1]()
     finally:
         for thread in threads:
             _join_through_interrupts(thread)
-    return [(name, errors[name]) for name, _ in handles if name in errors]
 
 
 def _join_through_interrupts(thread: threading.Thread) -> None:
