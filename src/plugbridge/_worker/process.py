@@ -26,6 +26,9 @@ from .channel import poll_ms
 _Answer = queue.SimpleQueue[tuple[Any, BaseException | None]]
 _Job = tuple[Callable[[], Any], _Answer, list[bool]]
 
+_INTERRUPT_CHECK_S = 0.2
+"""Longest a caller waiting for the spawner goes without handling a pending Ctrl-C."""
+
 
 class _Spawner:
     """Runs ``Popen`` on one thread that stays alive while any worker it forked lives.
@@ -67,7 +70,13 @@ class _Spawner:
                     self._jobs, self._thread = jobs, thread
                 self._live += 1  # no call between the count and the queueing
                 self._jobs.put((job, answer, abandoned))
-            result, error = answer.get()
+            while True:
+                # In short waits: a Ctrl-C that lands just before a wait without a timeout
+                # blocks is only handled when the wait ends (the C-level lock is not woken
+                # by it), so the caller would sit out the whole spawn.
+                with contextlib.suppress(queue.Empty):
+                    result, error = answer.get(timeout=_INTERRUPT_CHECK_S)
+                    break
         except BaseException:
             if jobs is not None and self._jobs is not jobs:
                 jobs.put(None)  # its thread started, but was never made known: it ends
