@@ -415,6 +415,21 @@ def test_unknown_route_is_a_json_404(client: httpx.Client) -> None:
     assert error["name"] == "METHOD_NOT_ALLOWED"
 
 
+def test_admin_page_and_its_files(client: httpx.Client) -> None:
+    page = client.get("/")
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")
+    assert "/static/admin.js" in page.text
+    assert "/static/admin.css" in page.text
+    script = client.get("/static/admin.js")
+    assert script.status_code == 200
+    assert "javascript" in script.headers["content-type"]
+    style = client.get("/static/admin.css")
+    assert style.status_code == 200
+    assert style.headers["content-type"].startswith("text/css")
+    assert _error(client.get("/static/nothing.js"), 404)
+
+
 def test_no_request_path_reaches_files_outside_static(api: GatewayServer) -> None:
     for path in (b"/static/../app.py", b"/static/..%2fapp.py", b"/static/%2e%2e/app.py"):
         with socket.create_connection(("127.0.0.1", api.port), timeout=REQUEST_TIMEOUT) as conn:
@@ -584,8 +599,8 @@ def test_token_is_required_and_checked(guarded: GatewayServer) -> None:
             assert error["name"] == "UNAUTHORIZED"
             assert response.headers["www-authenticate"] == "Bearer"
         assert anonymous.get("/healthz").status_code == 200
-        for path in ("/", "/static/admin.css"):  # the page's files: served or 404, never 401
-            assert anonymous.get(path).status_code in (200, 404)
+        for path in ("/", "/static/admin.css", "/static/admin.js"):  # the page holds no data
+            assert anonymous.get(path).status_code == 200
         wrong = {"Authorization": f"Bearer {TOKEN}x"}
         assert anonymous.get("/v1/plugins", headers=wrong).status_code == 401
         assert anonymous.get("/v1/plugins", headers={"Authorization": TOKEN}).status_code == 401
