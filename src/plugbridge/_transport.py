@@ -12,7 +12,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from ._levels import LogLevel
 from ._lifecycle import LifecycleState
@@ -36,6 +36,17 @@ class ProcessUsage:
     cpu_seconds: float | None
 
 
+class HandlerSchema(NamedTuple):
+    """One ``@handler``'s request and response types as JSON Schema text: each a standalone
+    schema whose ``$defs`` hold the types it refers to (names shared by all the handlers of
+    one instance). JSON text, so metadata stays hashable and crosses to a worker as is.
+    None: not annotated, or a type msgspec cannot describe (any JSON value)."""
+
+    type_tag: str
+    request: str | None
+    response: str | None
+
+
 @dataclass(frozen=True, slots=True)
 class PluginMetadata:
     """What a plugin says about itself."""
@@ -47,6 +58,9 @@ class PluginMetadata:
     """For a bundle: ``"trusted"`` (signed by a trusted key), ``"self-signed"`` (valid
     against the bundle's own key only) or ``"unsigned"``; Python plugins and bare libraries
     are ``"unsigned"``."""
+    schemas: tuple[HandlerSchema, ...] = ()
+    """The JSON Schemas of the Python handlers' annotations, made once when the instance
+    started (see ``_schemas``); empty for native plugins."""
 
 
 class Transport(ABC):
