@@ -20,6 +20,8 @@ from .._errors import (
 )
 from .._json import encode_unchecked
 from .._plugin import HANDLER_TAG_ATTR, RAW_HANDLER_ID_ATTR, Plugin, PluginContext
+from .._schemas import handler_schemas
+from .._transport import HandlerSchema
 
 _RAW_ROUTE_CACHE = 1024
 _encode = msgspec.json.Encoder().encode
@@ -238,6 +240,14 @@ class RouteTable:
     def type_tags(self) -> tuple[str, ...]:
         declared = getattr(type(self._plugin), "type_tags", ())
         return tuple(dict.fromkeys([*self._handler_tags, *declared]))
+
+    def schemas(self) -> tuple[HandlerSchema, ...]:
+        """The JSON Schemas of the ``@handler`` routes (made once per instance, at start)."""
+        return handler_schemas(
+            (route.type_tag, route.method, route.request_type)
+            for route in self.routes.values()
+            if type(route) is Route
+        )
 
     def get(self, type_tag: str) -> Route | None:
         route = self.routes.get(type_tag)

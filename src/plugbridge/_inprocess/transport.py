@@ -117,7 +117,9 @@ class InProcessTransport(Transport):
             plugin_class, plugin, routes = self._construct()
             name = str(plugin_class.name or self._namespace.source.module)
             self._sink.name_plugin(name)
-            self.metadata = PluginMetadata(name, str(plugin_class.version), routes.type_tags)
+            self.metadata = PluginMetadata(
+                name, str(plugin_class.version), routes.type_tags, schemas=routes.schemas()
+            )
             self._plugin, self._routes = plugin, routes
             self._get_route = routes.get if routes.raw else routes.routes.get
             self._get_binary = routes.binary.get

@@ -113,7 +113,7 @@ def _start(channel: Channel[HostMessage], start: Start) -> tuple[Transport, LogS
         send(channel, StartFailed(int(ErrorCode.INITIALIZATION_FAILED), describe_exception(exc)))
         exit_now(0)
     meta = transport.metadata
-    send(channel, Ready(meta.name, meta.version, list(meta.type_tags)))
+    send(channel, Ready(meta.name, meta.version, list(meta.type_tags), list(meta.schemas)))
     return transport, sink
 
 

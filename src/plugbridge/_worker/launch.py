@@ -110,7 +110,11 @@ def start_worker(
         ready = _handshake(process, channel, log, start, deadline, late=_Late(source, limit))
         sink.name_plugin(ready.name)
         metadata = PluginMetadata(
-            ready.name, ready.version, tuple(ready.type_tags), source_trust(source)
+            ready.name,
+            ready.version,
+            tuple(ready.type_tags),
+            source_trust(source),
+            tuple(ready.schemas),
         )
         return StartedWorker(process, channel, log, pump, metadata)
     except BaseException:

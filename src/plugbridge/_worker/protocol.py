@@ -12,8 +12,9 @@ from typing import Any
 import msgspec
 
 from .._sources import BundledLibrary
+from .._transport import HandlerSchema
 
-PROTOCOL_VERSION = 3
+PROTOCOL_VERSION = 4
 
 
 class _Message(msgspec.Struct, array_like=True):
@@ -115,6 +116,8 @@ class Ready(_Message, tag=11):
     name: str
     version: str
     type_tags: list[str]
+    schemas: list[HandlerSchema]
+    """The handlers' JSON Schemas, made by the instance as it started (``_schemas``)."""
 
 
 class StartFailed(_Message, tag=12):

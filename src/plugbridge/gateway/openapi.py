@@ -163,7 +163,7 @@ def _pointed(node: Any, renamed: dict[str, str]) -> Any:
     for key, value in node.items():
         if key == "$ref" and isinstance(value, str) and value.startswith("#/$defs/"):
             local = value.removeprefix("#/$defs/")
-            out[key] = _component_ref(renamed.get(local, local))
+            out[key] = _component_ref(renamed.get(local, local))["$ref"]
         elif key in _NAMED_SCHEMAS and isinstance(value, dict):
             out[key] = {field: _pointed(schema, renamed) for field, schema in value.items()}
         elif key in _DATA:
