@@ -147,10 +147,25 @@ def _imported(plugin: str, text: str | None, schemas: dict[str, Any]) -> dict[st
         return None
     definitions = schema.pop("$defs", None) or {}
     renamed = {local: component_name(plugin, local) for local in definitions}
+    while clashes := [  # only when msgspec described an instance's types one at a time
+        local
+        for local, definition in definitions.items()
+        if renamed[local] in schemas and schemas[renamed[local]] != _pointed(definition, renamed)
+    ]:
+        for local in clashes:  # a fresh name, never clashing again: this ends
+            renamed[local] = _unused(renamed[local], schemas)
     for local, definition in definitions.items():
         schemas.setdefault(renamed[local], _pointed(definition, renamed))
     pointed: dict[str, Any] = _pointed(schema, renamed)
     return pointed
+
+
+def _unused(name: str, schemas: dict[str, Any]) -> str:
+    """``name-dupN-``, free in ``schemas`` (never an escape: ``u`` and ``p`` are not hex)."""
+    count = 2
+    while f"{name}-dup{count}-" in schemas:
+        count += 1
+    return f"{name}-dup{count}-"
 
 
 def _pointed(node: Any, renamed: dict[str, str]) -> Any:
