@@ -33,7 +33,7 @@ def handler_schemas(
     annotation the route validates against, ``Any`` when there is none)."""
     rows = [(tag, request, return_annotation(method)) for tag, method, request in handlers]
     wanted = [t for _, request, response in rows for t in (request, response) if t is not None]
-    described = _describe([t for t in dict.fromkeys(_hashable(wanted)) if _describable(t)])
+    described = _describe([t for t in dict.fromkeys(_hashable(wanted)) if t is not Any])
     return tuple(
         HandlerSchema(tag, described.get(_key(request)), described.get(_key(response)))
         for tag, request, response in rows
@@ -50,26 +50,33 @@ def return_annotation(method: Callable[..., Any]) -> Any:
     return hints.get("return")
 
 
+def _describe(types: list[Any]) -> dict[object, str]:
+    """Each type's standalone schema as JSON text, all described at once (one name space);
+    only when that fails, the ones msgspec can describe, and at worst one at a time."""
+    try:
+        return _described(types, *msgspec.json.schema_components(types))
+    except Exception:  # TypeError mostly; a broken annotation may raise anything
+        pass
+    types = [t for t in types if _describable(t)]
+    try:
+        return _described(types, *msgspec.json.schema_components(types))
+    except Exception:  # two types whose names msgspec cannot tell apart
+        return {_key(t): _standalone(*_alone(t)) for t in types}
+
+
+def _described(
+    types: list[Any], schemas: tuple[dict[str, Any], ...], definitions: dict[str, Any]
+) -> dict[object, str]:
+    return {_key(t): _standalone(s, definitions) for t, s in zip(types, schemas, strict=True)}
+
+
 def _describable(annotation: Any) -> bool:
-    """Whether msgspec can describe ``annotation`` alone (``Any``: nothing to describe)."""
-    if annotation is Any:
-        return False
+    """Whether msgspec can describe ``annotation`` alone."""
     try:
         msgspec.json.schema(annotation)
-    except Exception:  # TypeError mostly; a broken annotation may raise anything
+    except Exception:
         return False
     return True
-
-
-def _describe(types: list[Any]) -> dict[object, str]:
-    """Each type's standalone schema as JSON text, all described at once (one name space)."""
-    if not types:
-        return {}
-    try:
-        schemas, definitions = msgspec.json.schema_components(types)
-    except Exception:  # two types whose names msgspec cannot tell apart: one at a time
-        return {_key(t): _standalone(*_alone(t)) for t in types}
-    return {_key(t): _standalone(s, definitions) for t, s in zip(types, schemas, strict=True)}
 
 
 def _alone(annotation: Any) -> tuple[dict[str, Any], dict[str, Any]]:
