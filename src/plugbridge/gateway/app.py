@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable
@@ -286,11 +285,9 @@ class Gateway:
     async def openapi(self, request: Request) -> Response:
         """``GET /openapi.json``: the OpenAPI 3 document of this host's plugins."""
         del request
-        try:  # its own module, imported on first use (it builds JSON Schemas)
-            openapi = importlib.import_module(".openapi", __package__)
-        except ModuleNotFoundError:
-            return error_response(501, None, "NOT_IMPLEMENTED", "no OpenAPI document yet")
-        return _json(openapi.openapi_document(self.host))
+        from .openapi import openapi_document  # imported on first use
+
+        return _json(openapi_document(self.host))
 
     async def admin_page(self, request: Request) -> Response:
         """``GET /``: the admin page (it asks for the token itself, then uses the API)."""
