@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 
 from ._errors import (
     InitializationFailed,
@@ -59,6 +59,8 @@ not stopping (a worker's shutdown may overrun its timeout by a few reaping steps
 DRAIN_POLL_S = (0.0005, 0.01)
 """First and longest pause between two looks at an old replica's calls in flight during a
 reload (the pause doubles): most calls end within a millisecond, a few take long."""
+
+_T = TypeVar("_T")
 
 
 class _Replica:
@@ -149,57 +151,35 @@ class ReplicaTransport(Transport):
     # own transport keeps the ``release`` contract; the call is passed straight through.
 
     def call(self, type_tag: str, request: Any, timeout: float | None, release: Release) -> Any:
-        slots = self._slots
-        while True:
-            replica = self._pick()
-            busy = replica.busy
-            try:
-                busy.append(None)
-                if slots[replica.index] is replica:
-                    return replica.transport.call(type_tag, request, timeout, release)
-            except InvalidState:
-                if slots[replica.index] is replica:
-                    raise
-            finally:
-                busy.pop()
+        return self._on_a_replica(lambda t: t.call(type_tag, request, timeout, release))
 
     def call_json(
         self, type_tag: str, payload: bytes, timeout: float | None, release: Release
     ) -> bytes:
-        slots = self._slots
-        while True:
-            replica = self._pick()
-            busy = replica.busy
-            try:
-                busy.append(None)
-                if slots[replica.index] is replica:
-                    return replica.transport.call_json(type_tag, payload, timeout, release)
-            except InvalidState:
-                if slots[replica.index] is replica:
-                    raise
-            finally:
-                busy.pop()
+        return self._on_a_replica(lambda t: t.call_json(type_tag, payload, timeout, release))
 
     async def acall(
         self, type_tag: str, request: Any, timeout: float | None, release: Release
     ) -> Any:
-        slots = self._slots
-        while True:
-            replica = self._pick()
-            busy = replica.busy
-            try:
-                busy.append(None)
-                if slots[replica.index] is replica:
-                    return await replica.transport.acall(type_tag, request, timeout, release)
-            except InvalidState:
-                if slots[replica.index] is replica:
-                    raise
-            finally:
-                busy.pop()
+        return await self._on_a_replica_async(
+            lambda t: t.acall(type_tag, request, timeout, release)
+        )
 
     def call_raw(
         self, message_id: int, payload: bytes, timeout: float | None, release: Release
     ) -> bytes:
+        return self._on_a_replica(lambda t: t.call_raw(message_id, payload, timeout, release))
+
+    async def acall_raw(
+        self, message_id: int, payload: bytes, timeout: float | None, release: Release
+    ) -> bytes:
+        return await self._on_a_replica_async(
+            lambda t: t.acall_raw(message_id, payload, timeout, release)
+        )
+
+    def _on_a_replica(self, work: Callable[[Transport], _T]) -> _T:
+        """Run ``work`` on the replica ``_pick`` chooses, counted as busy there; again on
+        another if that one refuses because a reload has just replaced it."""
         slots = self._slots
         while True:
             replica = self._pick()
@@ -207,16 +187,15 @@ class ReplicaTransport(Transport):
             try:
                 busy.append(None)
                 if slots[replica.index] is replica:
-                    return replica.transport.call_raw(message_id, payload, timeout, release)
+                    return work(replica.transport)
             except InvalidState:
                 if slots[replica.index] is replica:
                     raise
             finally:
                 busy.pop()
 
-    async def acall_raw(
-        self, message_id: int, payload: bytes, timeout: float | None, release: Release
-    ) -> bytes:
+    async def _on_a_replica_async(self, work: Callable[[Transport], Awaitable[_T]]) -> _T:
+        """``_on_a_replica`` for the asyncio forms."""
         slots = self._slots
         while True:
             replica = self._pick()
@@ -224,7 +203,7 @@ class ReplicaTransport(Transport):
             try:
                 busy.append(None)
                 if slots[replica.index] is replica:
-                    return await replica.transport.acall_raw(message_id, payload, timeout, release)
+                    return await work(replica.transport)
             except InvalidState:
                 if slots[replica.index] is replica:
                     raise
