@@ -33,6 +33,7 @@ from plugbridge._calls.limiter import ONE_SLOT
 from plugbridge._errors import InvalidState, PluginError
 from plugbridge._handle import PluginHandle
 
+from .bench_inprocess import BENCH_PLUGIN
 from .harness import Row, median, p99, ratio, us, verdict
 
 SECTION = "stats"
@@ -40,25 +41,6 @@ INNER = 200
 """Calls per sample: enough to dwarf the clock reads around a sample."""
 TARGET_SHARE = 0.05
 TARGET_EXTRA_S = 0.1e-6
-
-PLUGIN = """
-import msgspec
-from plugbridge import Plugin, handler
-
-class EchoRequest(msgspec.Struct):
-    message: str
-
-class EchoResponse(msgspec.Struct):
-    message: str
-    length: int
-
-class Bench(Plugin):
-    name = "bench"
-
-    @handler("echo")
-    def echo(self, ctx, req: EchoRequest) -> EchoResponse:
-        return EchoResponse(req.message, len(req.message))
-"""
 
 
 def _uncounted_call(
@@ -183,7 +165,7 @@ def run(quick: bool = False) -> list[Row]:
     rounds = 300 if quick else 2_000
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "bench_stats_plugin.py"
-        path.write_text(textwrap.dedent(PLUGIN))
+        path.write_text(textwrap.dedent(BENCH_PLUGIN))  # its sync "echo"
         with plugbridge.load(path) as plugin:
             rows = _overhead_rows(plugin, rounds)
             rows.append(_snapshot_row(plugin, rounds // 4))
