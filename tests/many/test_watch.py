@@ -23,6 +23,8 @@ import pytest
 from plugbridge import ConfigError, InvalidState, LogLevel, PluginHost
 from plugbridge._watch import SourceWatcher, watched_paths
 
+from ..conftest import wait_until as polled_until
+
 DEADLINE = 20.0
 """Seconds a positive wait may take (generous: the suite runs under load)."""
 FAST = 0.05
@@ -30,12 +32,8 @@ FAST = 0.05
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = DEADLINE) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(0.005)
-    return predicate()
+    """The suite's ``wait_until`` with this file's longer default deadline."""
+    return polled_until(predicate, timeout)
 
 
 class Calls:
