@@ -27,9 +27,13 @@ ACTION_TIMEOUT_MS = 20_000
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "images"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    """One headless Chromium for the whole session (skipped if there is none)."""
+    """One headless Chromium for the module that uses it (skipped if there is none).
+
+    Module scope, not session: Playwright's sync API keeps an asyncio loop marked as running
+    on this thread while it is started, so every later ``asyncio.run`` of the suite would
+    fail. All browser tests are in one module, so the browser still starts once per run."""
     if shutil.which(CHROMIUM) is None:
         pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
     playwright = sync_playwright().start()
@@ -67,11 +71,11 @@ def new_page(browser: Browser) -> Iterator[Callable[..., Page]]:
     assert not errors, f"the page raised: {errors}"
 
 
-def save_screenshot(page: Page, name: str) -> Path | None:
-    """Save ``docs/images/<name>.png`` of ``page`` when ``PLUGBRIDGE_SCREENSHOTS=1``."""
-    if os.environ.get("PLUGBRIDGE_SCREENSHOTS") != "1":
-        return None
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    path = SCREENSHOTS / f"{name}.png"
+def save_screenshot(page: Page, name: str, elsewhere: Path) -> Path:
+    """Save ``<name>.png`` of ``page``: into docs/images when ``PLUGBRIDGE_SCREENSHOTS=1``,
+    else into ``elsewhere`` (the screenshot is still taken and checked)."""
+    folder = SCREENSHOTS if os.environ.get("PLUGBRIDGE_SCREENSHOTS") == "1" else elsewhere
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.png"
     page.screenshot(path=str(path))
     return path

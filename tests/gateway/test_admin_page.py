@@ -9,7 +9,6 @@ strings that look like HTML (a version, an error, a log message) must show as te
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 import uuid
 from collections.abc import Callable, Iterator
@@ -343,6 +342,7 @@ def test_with_a_token_the_page_asks_for_it_once_then_works(
     gateway: AdminGateway,
     new_page: Callable[..., Page],
     serve_gateway: Callable[..., GatewayServer],
+    tmp_path: Path,
 ) -> None:
     server = serve_gateway(gateway.host, token=TOKEN)
     page = new_page()
@@ -351,7 +351,7 @@ def test_with_a_token_the_page_asks_for_it_once_then_works(
         panel = page.locator("#token-panel")
         expect(panel).to_be_visible()
         expect(page.locator("#token-input")).to_be_focused()
-        save_screenshot(page, "admin-page-token")
+        assert png_size(save_screenshot(page, "admin-page-token", tmp_path)) == (1280, 800)
         assert page.locator("tr[data-plugin]").count() == 0
 
         page.locator("#token-input").fill("not-the-token")
@@ -419,15 +419,13 @@ def test_keyboard_reaches_and_operates_the_level_select_and_reload_button(
     assert gateway.status("hello")["stats"]["reloads"] == reloads + 2
 
 
-@pytest.mark.skipif(
-    os.environ.get("PLUGBRIDGE_SCREENSHOTS") != "1", reason="set PLUGBRIDGE_SCREENSHOTS=1"
-)
 def test_screenshots_of_a_page_in_use(
     tmp_path: Path,
     new_page: Callable[..., Page],
     serve_gateway: Callable[..., GatewayServer],
 ) -> None:
-    """docs/images/admin-page.png (light) and admin-page-dark.png, 1280x800: a fresh
+    """admin-page.png (light) and admin-page-dark.png, 1280x800 (into docs/images with
+    PLUGBRIDGE_SCREENSHOTS=1, else a tmp dir): a fresh
     gateway with calls made, a response shown and live records at several levels."""
     broken = "cannot connect to postgres://db.internal:5432"
     with admin_gateway(tmp_path, serve_gateway, version="2.1.0", broken=broken) as gateway:
@@ -455,8 +453,7 @@ def test_screenshots_of_a_page_in_use(
             send(page, "greeter", "hello", '{"name": "Ada"}')
             expect(page.locator("#result-body")).to_contain_text("Hello, Ada!")
             expect(row(page, "hello").locator("td.calls")).to_have_text("40")
-            path = save_screenshot(page, image)
-            assert path is not None
+            path = save_screenshot(page, image, tmp_path / "images")
             assert png_size(path) == (1280, 800)
             page.context.close()  # before the server stops: its log stream holds it open
 
