@@ -4,7 +4,8 @@
 scoped fixtures may use it) builds ``create_app(host, ...)`` and serves it with uvicorn in
 a thread of this process, on ``127.0.0.1`` and a port the system picked (the socket is bound
 before uvicorn starts, so no other process can take it meanwhile). It returns once the
-server accepts connections. ``GatewayServer.url`` is the base URL, ``.client()`` an
+server accepts connections; it is the ``DrainingServer`` that ``plugbridge serve`` runs
+(its log streams end when it stops). ``GatewayServer.url`` is the base URL, ``.client()`` an
 ``httpx.Client`` on it with a timeout on every request (``token=`` adds the bearer header),
 ``.stop()`` ends it (every server still running is stopped at the end of the session). The
 host stays the caller's: close it yourself, after the server.
@@ -28,11 +29,14 @@ import uvicorn
 
 from plugbridge import PluginHost
 from plugbridge.gateway import create_app
+from plugbridge.gateway.serve import DrainingServer
 
 from ..conftest import HELLO
 
 REQUEST_TIMEOUT = 30.0
 """Seconds any one request of a test may take (generous: the suite runs under load)."""
+GRACEFUL_SHUTDOWN_S = 10
+"""uvicorn's drain bound when a test server stops (responses still running are cut off)."""
 
 
 class GatewayServer:
@@ -47,9 +51,14 @@ class GatewayServer:
         self.port: int = self._socket.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
         config = uvicorn.Config(
-            app, log_level="warning", access_log=False, lifespan="on", loop="asyncio"
+            app,
+            log_level="warning",
+            access_log=False,
+            lifespan="on",
+            loop="asyncio",
+            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
         )
-        self._server = uvicorn.Server(config)
+        self._server = DrainingServer(config, app.state.gateway, None)
         self._thread = threading.Thread(
             target=lambda: asyncio.run(self._server.serve(sockets=[self._socket])),
             name=f"gateway-server-{self.port}",

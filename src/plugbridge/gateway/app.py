@@ -100,7 +100,7 @@ class Gateway:
         return [
             Route("/v1/plugins", self.list_plugins, methods=["GET"]),
             Route("/v1/plugins/{name}", self.plugin_status, methods=["GET"]),
-            Route("/v1/plugins/{name}/call/{type_tag}", self.call, methods=["POST"]),
+            Route("/v1/plugins/{name}/call/{type_tag:path}", self.call, methods=["POST"]),
             Route("/v1/plugins/{name}/raw/{message_id}", self.call_raw, methods=["POST"]),
             Route("/v1/plugins/{name}/log-level", self.set_log_level, methods=["PUT"]),
             Route("/v1/plugins/{name}/reload", self.reload, methods=["POST"]),
@@ -306,12 +306,13 @@ class Gateway:
             return None
 
     def _status(self, name: str) -> PluginStatus | None:
-        if name not in self.host:
+        """``name``'s status alone: ``host.status()`` would read every plugin's statistics
+        (a worker's memory and CPU too) to answer for one."""
+        try:
+            entry = self.host._entry(name)  # the host's own per-plugin view
+        except KeyError:
             return None
-        for status in self.host.status():
-            if status.name == name:
-                return status
-        return None
+        return entry.status()
 
 
 def _static_files() -> ASGIApp:

@@ -4,8 +4,8 @@ uvicorn's own signal handling re-raises the signal once it has shut down, which 
 the process before the host's plugins are stopped. ``DrainingServer`` keeps uvicorn's
 shutdown (stop accepting, let the responses in flight finish within the drain timeout)
 but not the re-raise, so the caller goes on to stop the plugins and exit 0. Log streams
-never finish by themselves, so the first signal also ends them: otherwise every open admin
-page would hold the drain for its whole timeout.
+never finish by themselves, so the shutdown ends them first: otherwise every open admin
+page would hold the drain for its whole timeout (which bounds the drain in any case).
 
 The socket is bound by the caller before the plugins load: a port in use is a one-line
 error at once, and ``--port 0`` works (the chosen port is announced).
@@ -13,14 +13,12 @@ error at once, and ``--port 0`` works (the chosen port is announced).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import math
 import signal
 import socket
 import threading
 from collections.abc import Callable, Iterator
-from types import FrameType
 
 import uvicorn
 
@@ -59,7 +57,7 @@ def drain_timeout(host: PluginHost) -> float:
 
 
 class DrainingServer(uvicorn.Server):
-    """uvicorn's server without the signal re-raise, ending the log streams on a signal."""
+    """uvicorn's server without the signal re-raise, ending the log streams at shutdown."""
 
     def __init__(
         self, config: uvicorn.Config, gateway: Gateway, announce: Callable[[], None] | None
@@ -67,13 +65,20 @@ class DrainingServer(uvicorn.Server):
         super().__init__(config)
         self._gateway = gateway
         self._announce = announce
-        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        self._loop = asyncio.get_running_loop()
         await super().startup(sockets)
         if self.started and self._announce is not None:
             self._announce()
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        """Stop accepting, end every log stream, then uvicorn's drain. A log stream never
+        ends by itself: left open, it would hold the drain for its whole timeout and then
+        be cut off mid-response. Ended here, its client sees the end at once."""
+        for server in self.servers:
+            server.close()  # uvicorn closes them again: harmless
+        self._gateway.logs.close()
+        await super().shutdown(sockets)
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -81,20 +86,12 @@ class DrainingServer(uvicorn.Server):
             yield
             return
         handled = (signal.SIGINT, signal.SIGTERM)
-        previous = {sig: signal.signal(sig, self._on_signal) for sig in handled}
+        previous = {sig: signal.signal(sig, self.handle_exit) for sig in handled}
         try:
             yield
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-
-    def _on_signal(self, sig: int, frame: FrameType | None) -> None:
-        """Stop accepting and drain (a second SIGINT: stop waiting); end the log streams.
-        The hub is closed from the loop: this handler may have interrupted it."""
-        self.handle_exit(sig, frame)
-        if self._loop is not None:
-            with contextlib.suppress(RuntimeError):  # the loop already ended
-                self._loop.call_soon_threadsafe(self._gateway.logs.close)
 
 
 def serve(
