@@ -26,7 +26,7 @@ from ._levels import LogLevel, parse_level
 from ._lifecycle import LifecycleState
 from ._logsink import LogListener, LogSink
 from ._stats import CallStats, PluginStats
-from ._transport import PluginMetadata, Transport, TransportFactory
+from ._transport import InstanceReplaced, PluginMetadata, Transport, TransportFactory
 
 _clock = time.perf_counter
 """The clock of call durations (``CallStats.timed``)."""
@@ -81,10 +81,13 @@ class PluginHandle:
     # ``next(sampler)`` says whether this call is timed (``started`` is then the clock,
     # else None); a call that returns takes one item of ``_finished`` (exact from any
     # number of threads) and, if timed, hands its start to ``CallStats.timed``; a call
-    # that fails goes through ``CallStats.failed`` (the rare path); a refusal is counted
-    # by the limiter only. None of it is between taking the slot and handing it to the
+    # that fails goes through ``CallStats.failed`` (the rare path); a call refused before
+    # it ran (an argument found wrong before admission, an instance not ACTIVE) through
+    # ``CallStats.refused`` (an error, not a call); a refusal by the limit is counted by
+    # the limiter only. None of it is between taking the slot and handing it to the
     # transport, so admission is unchanged; a call retried after a reload swapped the
-    # transport counts once, timed from its first attempt.
+    # transport (or replaced the replica it reached) counts once, timed from its first
+    # attempt.
 
     def call(self, type_tag: str, request: Any = None, *, timeout: float | None = None) -> Any:
         """Send ``request`` to the handler of ``type_tag``; return its decoded response."""
@@ -92,7 +95,7 @@ class PluginHandle:
         try:
             timeout = self._default_timeout if timeout is None else self._call_timeout(timeout)
         except PluginError as exc:
-            self._stats.failed(exc, started)
+            self._stats.refused(exc)
             raise
         while True:
             release = self._new_release(iter(ONE_SLOT))
@@ -107,8 +110,11 @@ class PluginHandle:
                 transport = self._transport
                 response = transport.call(type_tag, request, timeout, release)
             except InvalidState as exc:
-                if transport is self._transport:  # not a reload in progress: not ACTIVE
-                    self._stats.failed(exc, started)
+                # Retried (with a fresh slot: the refusal gave this one back) if a reload
+                # swapped the transport or replaced the replica the call reached;
+                # otherwise the instance is not ACTIVE and the call never ran.
+                if transport is self._transport and type(exc) is not InstanceReplaced:
+                    self._stats.refused(exc)
                     raise
             except PluginError as exc:
                 self._stats.failed(exc, started)
@@ -131,7 +137,7 @@ class PluginHandle:
             timeout = self._default_timeout if timeout is None else self._call_timeout(timeout)
             payload = _json_bytes(request_json)
         except PluginError as exc:
-            self._stats.failed(exc, started)
+            self._stats.refused(exc)
             raise
         while True:
             release = self._new_release(iter(ONE_SLOT))
@@ -146,8 +152,8 @@ class PluginHandle:
                 transport = self._transport
                 response = _json_text(transport.call_json(type_tag, payload, timeout, release))
             except InvalidState as exc:
-                if transport is self._transport:
-                    self._stats.failed(exc, started)
+                if transport is self._transport and type(exc) is not InstanceReplaced:
+                    self._stats.refused(exc)
                     raise
             except PluginError as exc:
                 self._stats.failed(exc, started)
@@ -169,7 +175,7 @@ class PluginHandle:
         try:
             timeout = self._default_timeout if timeout is None else self._call_timeout(timeout)
         except PluginError as exc:
-            self._stats.failed(exc, started)
+            self._stats.refused(exc)
             raise
         while True:
             release = self._new_release(iter(ONE_SLOT))
@@ -184,8 +190,8 @@ class PluginHandle:
                 transport = self._transport
                 response = await transport.acall(type_tag, request, timeout, release)
             except InvalidState as exc:
-                if transport is self._transport:
-                    self._stats.failed(exc, started)
+                if transport is self._transport and type(exc) is not InstanceReplaced:
+                    self._stats.refused(exc)
                     raise
             except (PluginError, asyncio.CancelledError) as exc:
                 self._stats.failed(exc, started)
@@ -209,7 +215,7 @@ class PluginHandle:
                 message_id = self._message_id(message_id)
             payload = request if type(request) is bytes else _raw_bytes(request)
         except PluginError as exc:
-            self._stats.failed(exc, started)
+            self._stats.refused(exc)
             raise
         while True:
             release = self._new_release(iter(ONE_SLOT))
@@ -224,8 +230,8 @@ class PluginHandle:
                 transport = self._transport
                 response = transport.call_raw(message_id, payload, timeout, release)
             except InvalidState as exc:
-                if transport is self._transport:
-                    self._stats.failed(exc, started)
+                if transport is self._transport and type(exc) is not InstanceReplaced:
+                    self._stats.refused(exc)
                     raise
             except PluginError as exc:
                 self._stats.failed(exc, started)
@@ -250,7 +256,7 @@ class PluginHandle:
                 message_id = self._message_id(message_id)
             payload = request if type(request) is bytes else _raw_bytes(request)
         except PluginError as exc:
-            self._stats.failed(exc, started)
+            self._stats.refused(exc)
             raise
         while True:
             release = self._new_release(iter(ONE_SLOT))
@@ -265,8 +271,8 @@ class PluginHandle:
                 transport = self._transport
                 response = await transport.acall_raw(message_id, payload, timeout, release)
             except InvalidState as exc:
-                if transport is self._transport:
-                    self._stats.failed(exc, started)
+                if transport is self._transport and type(exc) is not InstanceReplaced:
+                    self._stats.refused(exc)
                     raise
             except (PluginError, asyncio.CancelledError) as exc:
                 self._stats.failed(exc, started)
@@ -375,16 +381,16 @@ class PluginHandle:
                 )
             now = time.monotonic()
             deadline = None if limit is None else now + limit
-            start_within = self._config.start_timeout if limit is None else limit
-            start_deadline = now + min(self._config.start_timeout, start_within)
-            # In place (replicas), each old instance is stopped after its fresh one
-            # started: give it the time left of the whole reload, not what remains after
-            # the start deadline (0 when the timeout is the start timeout, which would
-            # cancel its calls in flight).
-            if self._transport.reload_in_place(start_deadline, self._stop_within(deadline, now)):
+            start_timeout = self._config.start_timeout
+            start_within = start_timeout if limit is None else min(start_timeout, limit)
+            # In place (replicas), every step gets its own budget within the whole
+            # reload's: see ReplicaTransport.reload_in_place.
+            if self._transport.reload_in_place(
+                start_within, self._config.shutdown_timeout, deadline
+            ):
                 self._stats.reloads += 1
                 return
-            fresh = self._factory(start_deadline)
+            fresh = self._factory(now + start_within)
             fresh.set_log_level(self._sink.level)
             old, self._transport = self._transport, fresh
             self._stats.reloads += 1

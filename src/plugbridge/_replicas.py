@@ -17,7 +17,11 @@ A reload replaces the replicas one at a time, in place: start a fresh instance, 
 the slot (new calls go to it at once), wait for the calls the old one carries to end, stop
 it. A caller that picked the old replica just before the swap has already counted itself
 on it (it counts, then checks the slot still holds it), so the wait covers it: the old
-instance is stopped with nothing in flight and no call fails because of the reload.
+instance is stopped with nothing in flight and no call fails because of the reload. A call
+that still reaches an old instance after it stopped (it was counted too late for the wait,
+or the wait ran out) is refused there and never ran; the refusal gave its concurrency slot
+back, so it goes back to the handle (``InstanceReplaced``), which retries it with a fresh
+slot: the limit holds across a rolling reload too.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from ._lifecycle import LifecycleState
 from ._logsink import LogSink
 from ._transport import (
     DRAIN_SHARE,
+    InstanceReplaced,
     ProcessUsage,
     Release,
     Transport,
@@ -146,9 +151,11 @@ class ReplicaTransport(Transport):
     # The same steps in all five forms: pick a replica, count the call on it (first thing
     # in the ``try``, a builtin: an interrupt lands before it, outside the ``try``, or
     # after it, inside, never between), check the slot still holds it (else a reload
-    # replaced it meanwhile: pick again), call it. ``InvalidState`` from a replica a
-    # reload replaced means the call never ran there: it goes to another. The replica's
-    # own transport keeps the ``release`` contract; the call is passed straight through.
+    # replaced it meanwhile: pick again, the slot still held), call it. ``InvalidState``
+    # from a replica a reload replaced means the call never ran there, but its release
+    # is spent: ``InstanceReplaced`` sends it back to the handle, to be retried with a
+    # fresh slot. The replica's own transport keeps the ``release`` contract; the call is
+    # passed straight through.
 
     def call(self, type_tag: str, request: Any, timeout: float | None, release: Release) -> Any:
         return self._on_a_replica(lambda t: t.call(type_tag, request, timeout, release))
@@ -178,8 +185,8 @@ class ReplicaTransport(Transport):
         )
 
     def _on_a_replica(self, work: Callable[[Transport], _T]) -> _T:
-        """Run ``work`` on the replica ``_pick`` chooses, counted as busy there; again on
-        another if that one refuses because a reload has just replaced it."""
+        """Run ``work`` on the replica ``_pick`` chooses, counted as busy there;
+        ``InstanceReplaced`` if that one refuses because a reload has just replaced it."""
         slots = self._slots
         while True:
             replica = self._pick()
@@ -188,9 +195,10 @@ class ReplicaTransport(Transport):
                 busy.append(None)
                 if slots[replica.index] is replica:
                     return work(replica.transport)
-            except InvalidState:
+            except InvalidState as exc:
                 if slots[replica.index] is replica:
                     raise
+                raise InstanceReplaced(exc.message) from None
             finally:
                 busy.pop()
 
@@ -204,9 +212,10 @@ class ReplicaTransport(Transport):
                 busy.append(None)
                 if slots[replica.index] is replica:
                     return await work(replica.transport)
-            except InvalidState:
+            except InvalidState as exc:
                 if slots[replica.index] is replica:
                     raise
+                raise InstanceReplaced(exc.message) from None
             finally:
                 busy.pop()
 
@@ -252,25 +261,40 @@ class ReplicaTransport(Transport):
 
     # -- reload ------------------------------------------------------------------------
 
-    def reload_in_place(self, start_deadline: float, stop_within: float) -> bool:
+    def reload_in_place(
+        self, start_within: float, stop_within: float, deadline: float | None
+    ) -> bool:
         """Replace the replicas one at a time (see the module docstring).
+
+        The budget, step by step: each fresh instance must be ACTIVE within
+        ``start_within`` of its own start and by ``deadline``; each old one gets
+        ``stop_within`` to stop, or the time left until ``deadline`` if that is less. So a
+        reload with a timeout ends about when the timeout says however long the old
+        replicas take to stop (a fresh start left no time fails like a start that ran out
+        of it), and one without a timeout gives every start its whole start timeout.
 
         A fresh instance that fails to start raises ``InitializationFailed``; the replicas
         not replaced yet keep serving their code. Those already replaced keep serving the
         new code (the old code is gone from disk, so they cannot go back): the message says
-        how many, and the next successful reload replaces them all again.
+        which, and the next successful reload replaces them all again.
         """
         for index in range(self._count):
+            now = time.monotonic()
+            start_by = now + start_within
+            if deadline is not None and deadline < start_by:
+                start_by = deadline
+                if index and start_by <= now:
+                    raise InitializationFailed(
+                        self._stopped_at(
+                            index, "the reload's timeout ran out before it could start"
+                        )
+                    )
             try:
-                fresh = self._factory(start_deadline)
+                fresh = self._factory(start_by)
             except PluginError as exc:
                 if index == 0:
                     raise  # nothing changed: the error as a single instance reports it
-                raise InitializationFailed(
-                    f"reload of {self.metadata.name!r} stopped at replica {index + 1} of "
-                    f"{self._count}: {exc.message}; replicas 1-{index} run the new code, the "
-                    "others still the previous one"
-                ) from None
+                raise InitializationFailed(self._stopped_at(index, exc.message)) from None
             fresh.set_log_level(self._sink.level)
             with self._lock:
                 if self._closing:
@@ -284,8 +308,17 @@ class ReplicaTransport(Transport):
                 raise InvalidState("cannot reload a plugin that is shutting down")
             fresh.set_log_level(self._sink.level)  # a change made meanwhile went to the old
             self.metadata = fresh.metadata
-            self._retire(old, stop_within)
+            left = stop_within if deadline is None else deadline - time.monotonic()
+            self._retire(old, max(0.0, min(stop_within, left)))
         return True
+
+    def _stopped_at(self, index: int, why: str) -> str:
+        """What a reload that stopped before replacing replica ``index + 1`` says."""
+        return (
+            f"reload of {self.metadata.name!r} stopped at replica {index + 1} of "
+            f"{self._count}: {why}; {_numbered(1, index)} {'runs' if index == 1 else 'run'} "
+            f"the new code, {_numbered(index + 1, self._count)} the previous one"
+        )
 
     def _retire(self, old: _Replica, stop_within: float) -> None:
         """Let the calls ``old`` carries end (``DRAIN_SHARE`` of ``stop_within`` at most),
@@ -389,6 +422,16 @@ def _start_and_join(threads: list[threading.Thread], deadline: float) -> None:
         thread.start()
     for thread in threads:
         thread.join(max(0.0, deadline - time.monotonic()))
+
+
+def _numbered(first: int, last: int) -> str:
+    """Replicas ``first`` to ``last`` as a message names them: "replica 2", "replicas 2
+    and 3", "replicas 2-5"."""
+    if first == last:
+        return f"replica {first}"
+    if last == first + 1:
+        return f"replicas {first} and {last}"
+    return f"replicas {first}-{last}"
 
 
 def _reason(exc: BaseException) -> str:

@@ -24,7 +24,8 @@ appending). A fold removes exactly the durations it counted (``del latencies[:n]
 reading the first ``n``, both atomic), so appends landing meanwhile wait for the next fold.
 
 Failures are rarer and take a slower path (``failed``: a lock and a dict); a call refused
-by the concurrency limit is counted where it is refused (``rejected``), never as a call.
+by the concurrency limit is counted where it is refused (``rejected``), never as a call,
+and one refused before it ran for another reason (``refused``) only as an error.
 """
 
 from __future__ import annotations
@@ -77,11 +78,16 @@ class PluginStats:
 
     calls: int
     """Calls that ran and finished, whether they succeeded or failed (with any
-    ``PluginError``, or cancelled while awaited); exact. Calls refused by the concurrency
-    limit are not counted here, nor a call its thread abandoned on ``KeyboardInterrupt``."""
+    ``PluginError``, or cancelled while awaited); exact. Calls refused before they ran are
+    not counted here: by the concurrency limit, by an instance that is not ACTIVE
+    (``InvalidState``: shut down, an optional plugin that failed to load), or for an
+    argument found wrong before the call was admitted (its timeout, a zero timeout, a
+    request or message id no call can carry); nor a call its thread abandoned on
+    ``KeyboardInterrupt``."""
     errors: dict[str, int]
-    """``ErrorCode`` name -> count of calls that failed with it; refusals included as
-    ``TOO_MANY_REQUESTS`` (the same number as ``rejected``). Codes never seen are absent."""
+    """``ErrorCode`` name -> count of calls that failed with it, refused calls included:
+    by the limit as ``TOO_MANY_REQUESTS`` (the same number as ``rejected``), the others
+    by their own code. Codes never seen are absent."""
     rejected: int
     """Calls refused by the concurrency limit (``PluginHandle.rejected_request_count``)."""
     in_flight: int
@@ -245,6 +251,13 @@ class CallStats:
             self._errors[code.name] = self._errors.get(code.name, 0) + 1
         if started is not None:
             self.timed(started)
+
+    def refused(self, error: PluginError) -> None:
+        """A call was refused before it ran (a bad argument, an instance not ACTIVE): an
+        error by its code, neither a call nor timed."""
+        code = error.code.name
+        with self._errors_lock:
+            self._errors[code] = self._errors.get(code, 0) + 1
 
     def _maintain(self, now: float, *, wait: bool) -> None:
         """Fold what is pending and, once a window has passed, adapt the sampling; one

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from ._errors import InvalidState
 from ._levels import LogLevel
 from ._lifecycle import LifecycleState
 
@@ -63,6 +64,12 @@ class PluginMetadata:
     started (see ``_schemas``); empty for native plugins."""
 
 
+class InstanceReplaced(InvalidState):
+    """A transport's refusal of a call that never ran because the instance it reached was
+    replaced meanwhile (a rolling reload of replicas): the handle retries the call, with a
+    fresh concurrency slot (the refusal gave the first one back). Never reaches a caller."""
+
+
 class Transport(ABC):
     """One running plugin instance, wherever it runs.
 
@@ -98,13 +105,17 @@ class Transport(ABC):
         """The pid, RSS and CPU time of the process running the instance; None in-process."""
         return None
 
-    def reload_in_place(self, start_deadline: float, stop_within: float) -> bool:
+    def reload_in_place(
+        self, start_within: float, stop_within: float, deadline: float | None
+    ) -> bool:
         """Reload by itself and return True, or return False and let the handle swap in a
         fresh transport (the default). A transport made of several instances (replicas)
-        replaces them one at a time here, so the others serve meanwhile: a fresh one is
-        ACTIVE by ``start_deadline`` (``InitializationFailed`` if not; the ones not yet
-        replaced keep serving), each old one gets ``stop_within`` seconds to stop."""
-        del start_deadline, stop_within
+        replaces them one at a time here, so the others serve meanwhile: each fresh one is
+        ACTIVE within ``start_within`` seconds of its start (``InitializationFailed`` if
+        not; the ones not yet replaced keep serving), each old one gets ``stop_within``
+        seconds to stop, and no step runs past ``deadline`` (monotonic; None: no bound on
+        the whole reload)."""
+        del start_within, stop_within, deadline
         return False
 
     @abstractmethod

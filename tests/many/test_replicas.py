@@ -10,9 +10,11 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -41,7 +43,7 @@ from plugbridge._transport import PluginMetadata, ProcessUsage, Release, Transpo
 from ..conftest import LogCapture, wait_until
 
 PLUGIN = """
-import logging, os, pathlib, time
+import asyncio, logging, os, pathlib, time
 from plugbridge import Plugin, handler, raw_handler
 
 VERSION = {version}
@@ -54,6 +56,7 @@ class Replicated(Plugin):
         (pathlib.Path(ctx.data["pids"]) / str(os.getpid())).touch()
 {on_start}
     async def on_stop(self, ctx):
+        await asyncio.sleep(ctx.data.get("stop_sleep", 0))
         if ctx.data.get("stop_fails"):
             raise RuntimeError("on_stop refuses")
 
@@ -346,6 +349,51 @@ def test_a_reload_with_a_timeout_lets_the_old_replicas_finish_their_calls(
         assert {version for _, version in callers.served()[-4:]} == {3}
 
 
+def test_each_fresh_replica_gets_the_whole_start_timeout_in_a_rolling_reload(
+    replicated: Replicated, no_workers_left: None
+) -> None:
+    # Each old replica takes 1.25 s to stop, so the third fresh one starts after 2.5 s.
+    # All three once shared one start deadline (2.5 s after the reload began), so the third
+    # failed at once; each start now has the whole start timeout from its own beginning.
+    config = {"start_timeout": 2.5, "data": {"stop_sleep": 1.25}}
+    with replicated.load(3, config=config) as handle:
+        old = replicated.pids()
+        replicated.write(version=2)
+        handle.reload()
+        new = replicated.pids() - old
+        assert len(new) == 3
+        assert set(on_each_replica(handle, 3, lambda: whoami(handle))) == {(p, 2) for p in new}
+
+
+def test_a_rolling_reload_with_a_timeout_ends_within_it_when_old_replicas_hang_stopping(
+    replicated: Replicated, no_workers_left: None
+) -> None:
+    # Old replicas never finish on_stop, and shutdown_timeout is long: each one stopping
+    # once took up to the whole reload timeout, so reload(timeout=4) took ~7 s (~2T).
+    # Every step now gets only the time left of the whole reload: it ends (here with an
+    # error, as the time ran out half-way) about when its timeout says.
+    limit = 4.0
+    handle = replicated.load(3, config={"shutdown_timeout": 30.0, "data": {"stop_sleep": 60}})
+    try:
+        old = replicated.pids()
+        replicated.write(version=2)
+        began = time.monotonic()
+        with pytest.raises(InitializationFailed) as failed:
+            handle.reload(timeout=limit)
+        took = time.monotonic() - began
+        assert took < limit + 1.5, took  # not ~2 x limit
+        message = failed.value.message
+        assert re.search(r"reload of 'replicated' stopped at replica [23] of 3", message)
+        assert "the previous one" in message
+        # Replica 1 (at least) was replaced; the old ones not yet replaced still serve.
+        served = on_each_replica(handle, 3, lambda: whoami(handle))
+        assert served[0][1] == 2 and served[0][0] not in old
+        assert served[2] in {(p, 1) for p in old}
+    finally:
+        with pytest.raises(ShutdownFailed):
+            handle.shutdown(0.5)
+
+
 def test_reload_of_broken_code_raises_and_the_old_code_keeps_serving(
     replicated: Replicated,
 ) -> None:
@@ -364,10 +412,12 @@ def test_a_reload_failing_half_way_leaves_the_replaced_replicas_on_the_new_code(
     with replicated.load(2, config={"data": {"refuse_marker": str(tmp_path / "refused")}}) as h:
         old = replicated.pids()
         replicated.write(version=2, on_start=REFUSE_SECOND)
-        with pytest.raises(
-            InitializationFailed, match=r"replica 2 of 2: .*second instance refuses"
-        ):
+        with pytest.raises(InitializationFailed) as failed:
             h.reload()
+        assert re.search(r"replica 2 of 2: .*second instance refuses", failed.value.message)
+        assert failed.value.message.endswith(
+            "; replica 1 runs the new code, replica 2 the previous one"
+        ), failed.value.message
         served = on_each_replica(h, 2, lambda: whoami(h))
         assert [version for _, version in served] == [2, 1], served  # replica 1 was replaced
         assert served[0][0] not in old and served[1][0] in old
@@ -516,7 +566,7 @@ def test_a_native_c_plugin_runs_as_replicas(tmp_path: Path, no_workers_left: Non
 
 TOKENED = """
 import pathlib, time, uuid
-from plugbridge import Plugin, handler
+from plugbridge import Plugin, handler, raw_handler
 
 class Tokened(Plugin):
     name = "tokened"
@@ -541,6 +591,10 @@ class Tokened(Plugin):
             while not pathlib.Path(req).exists() and time.monotonic() < end:
                 time.sleep(0.005)
         return self.token
+
+    @raw_handler(7)
+    def raw_whoami(self, ctx, payload):
+        return self.whoami(ctx, payload.decode()).encode()
 """
 
 
@@ -565,7 +619,7 @@ class Door:
 
 
 class Doorway(Transport):
-    """A real transport whose ``call`` first goes through ``door``."""
+    """A real transport whose calls (in every form) first go through ``door``."""
 
     def __init__(self, inner: Transport, door: Door) -> None:
         self.inner = inner
@@ -590,21 +644,29 @@ class Doorway(Transport):
     def call_json(
         self, type_tag: str, payload: bytes, timeout: float | None, release: Release
     ) -> bytes:
+        if self.door.place == "call":
+            self.door.pass_through()
         return self.inner.call_json(type_tag, payload, timeout, release)
 
     async def acall(
         self, type_tag: str, request: Any, timeout: float | None, release: Release
     ) -> Any:
+        if self.door.place == "call":
+            await asyncio.to_thread(self.door.pass_through)
         return await self.inner.acall(type_tag, request, timeout, release)
 
     def call_raw(
         self, message_id: int, payload: bytes, timeout: float | None, release: Release
     ) -> bytes:
+        if self.door.place == "call":
+            self.door.pass_through()
         return self.inner.call_raw(message_id, payload, timeout, release)
 
     async def acall_raw(
         self, message_id: int, payload: bytes, timeout: float | None, release: Release
     ) -> bytes:
+        if self.door.place == "call":
+            await asyncio.to_thread(self.door.pass_through)
         return await self.inner.acall_raw(message_id, payload, timeout, release)
 
     def set_log_level(self, level: LogLevel) -> None:
@@ -627,24 +689,46 @@ class Events:
         return [token for kind, token in self.all() if kind == what]
 
 
+def whoami_in(form: str, handle: PluginHandle, request: str | None) -> str:
+    """``whoami`` (the answering instance's token) through the call form ``form``."""
+    if form == "call":
+        return str(handle.call("whoami", request))
+    if form == "call_json":
+        return str(json.loads(handle.call_json("whoami", json.dumps(request))))
+    if form == "acall":
+        return str(asyncio.run(handle.acall("whoami", request)))
+    if form == "call_raw":
+        return handle.call_raw(7, (request or "").encode()).decode()
+    return asyncio.run(handle.acall_raw(7, (request or "").encode())).decode()
+
+
+CALL_FORMS = ["call", "call_json", "acall", "call_raw", "acall_raw"]
+
+
 def held_call_during_reload(
     tmp_path: Path,
     shutdown_timeout: float,
     open_when: Callable[[Events], bool],
     *,
     place: str = "call",
-    request: object = None,
+    request: str | None = None,
     once_open: Callable[[PluginHandle, Events], object] = lambda handle, events: None,
+    form: str = "call",
+    max_concurrent_ops: int = 1000,
 ) -> tuple[str, Events]:
-    """Two in-process replicas behind doorways; the first call is held at the door (it
-    picked replica 1), a reload runs, the door opens once ``open_when`` holds, then
-    ``once_open`` runs. The held call's answer (the token of the instance that ran it)
-    and the events."""
+    """Two in-process replicas behind doorways; the first call (made through ``form``) is
+    held at the door (it picked replica 1), a reload runs, the door opens once
+    ``open_when`` holds, then ``once_open`` runs. The held call's answer (the token of the
+    instance that ran it) and the events."""
     source = tmp_path / "tokened.py"
     source.write_text(TOKENED)
     events = Events(tmp_path / "events")
     config = PluginConfig.coerce(
-        {"data": {"events": str(events.path)}, "shutdown_timeout": shutdown_timeout}
+        {
+            "data": {"events": str(events.path)},
+            "shutdown_timeout": shutdown_timeout,
+            "max_concurrent_ops": max_concurrent_ops,
+        }
     )
     sink = LogSink(None, config.log_level)
     single = transport_factory(source, config, sink, "inprocess")
@@ -656,7 +740,7 @@ def held_call_during_reload(
     handle = PluginHandle(replicas, config, sink, str(source))
     answers: list[str] = []
     try:
-        caller = threading.Thread(target=lambda: answers.append(handle.call("whoami", request)))
+        caller = threading.Thread(target=lambda: answers.append(whoami_in(form, handle, request)))
         caller.start()
         assert door.arrived.wait(30)
         reload = threading.Thread(target=handle.reload)
@@ -731,3 +815,43 @@ def test_a_call_that_picked_a_replica_being_replaced_keeps_its_concurrency_slot(
     )
     assert in_flight == [1]
     assert answer != events.tokens("stop")[0]
+
+
+@pytest.mark.parametrize("form", CALL_FORMS)
+def test_a_call_retried_after_a_replaced_replica_refused_it_holds_a_fresh_slot(
+    tmp_path: Path, form: str
+) -> None:
+    # The held call reaches its replica after the reload stopped it: the stopped instance
+    # refuses (InvalidState) and gives the call's concurrency slot back, as every refusal
+    # does. The call then runs on a fresh replica, and must hold a slot of its own there:
+    # with a limit of one, a second call is refused while it runs. (Retried with the slot
+    # already given back, it ran on none, and the second call ran too: two at once.)
+    release = tmp_path / "release"
+    seen: list[object] = []
+
+    def while_it_runs(handle: PluginHandle, events: Events) -> None:
+        try:
+            assert wait_until(lambda: len(events.tokens("call")) == 1, timeout=30)
+            seen.append(handle.in_flight)
+            try:
+                handle.call("whoami")
+            except PluginError as exc:
+                seen.append(type(exc))
+            else:
+                seen.append("a second call ran")
+        finally:
+            release.touch()
+
+    answer, events = held_call_during_reload(
+        tmp_path,
+        0.3,
+        lambda events: len(events.tokens("stop")) >= 1,
+        request=str(release),
+        once_open=while_it_runs,
+        form=form,
+        max_concurrent_ops=1,
+    )
+    assert seen == [1, plugbridge.TooManyRequests]
+    first_stopped = events.tokens("stop")[0]
+    assert answer != first_stopped
+    assert ("call", first_stopped) not in events.all()

@@ -171,16 +171,97 @@ def test_every_call_form_is_counted(plugin_path: Path, isolation: str) -> None:
         assert plugin.call_raw(1, b"ab") == b"ab"
         asyncio.run(both_async(plugin))
         with pytest.raises(plugbridge.SerializationError):
-            plugin.call_json("echo", 12)  # refused before admission: still a failed call
+            plugin.call_json("echo", 12)  # refused before it ran: an error, not a call
         with pytest.raises(plugbridge.UnknownMessageType):
-            plugin.call_raw(2, b"")
+            plugin.call_raw(2, b"")  # sent: the instance has no raw handler 2
         stats = plugin.stats()
-    assert stats.calls == 8
+    assert stats.calls == 7
     assert stats.errors == {
         "SERIALIZATION_ERROR": 1,
         "UNKNOWN_MESSAGE_TYPE": 1,
         "HANDLER_ERROR": 1,
     }
+
+
+def test_calls_refused_before_running_are_errors_not_calls(
+    plugin_path: Path, isolation: str
+) -> None:
+    """``calls`` counts the calls that ran; one refused before it ran (a bad argument
+    found before admission, a zero timeout) is counted in ``errors`` by its code only,
+    and is not timed."""
+
+    async def refused_async(plugin: PluginHandle) -> None:
+        with pytest.raises(plugbridge.ConfigError):
+            await plugin.acall("echo", 1, timeout=-1)
+        with pytest.raises(plugbridge.UnknownMessageType):
+            await plugin.acall_raw(-1, b"")
+
+    with _load(plugin_path, isolation) as plugin:
+        assert plugin.call("echo", 1) == 1
+        with pytest.raises(plugbridge.ConfigError):
+            plugin.call("echo", 1, timeout=-1)
+        with pytest.raises(plugbridge.ConfigError):
+            plugin.call_json("echo", "1", timeout="soon")  # type: ignore[arg-type]
+        with pytest.raises(plugbridge.Timeout):
+            plugin.call("echo", 1, timeout=0)  # a zero timeout never runs a call
+        with pytest.raises(plugbridge.SerializationError):
+            plugin.call_json("echo", 12)  # type: ignore[arg-type]
+        with pytest.raises(plugbridge.UnknownMessageType):
+            plugin.call_raw(1 << 32, b"")
+        with pytest.raises(plugbridge.SerializationError):
+            plugin.call_raw(1, object())
+        asyncio.run(refused_async(plugin))
+        stats = plugin.stats()
+    assert stats.calls == stats.latency_samples == 1
+    assert stats.errors == {
+        "CONFIG_ERROR": 3,
+        "SERIALIZATION_ERROR": 2,
+        "UNKNOWN_MESSAGE_TYPE": 2,
+        "TIMEOUT": 1,
+    }
+    assert stats.rejected == 0
+
+
+def test_calls_on_a_closed_handle_are_errors_not_calls(plugin_path: Path, isolation: str) -> None:
+    async def both_async(plugin: PluginHandle) -> None:
+        with pytest.raises(plugbridge.InvalidState):
+            await plugin.acall("echo", 1)
+        with pytest.raises(plugbridge.InvalidState):
+            await plugin.acall_raw(1, b"x")
+
+    plugin = _load(plugin_path, isolation)
+    assert plugin.call("echo", 1) == 1
+    plugin.shutdown()
+    with pytest.raises(plugbridge.InvalidState):
+        plugin.call("echo", 1)
+    with pytest.raises(plugbridge.InvalidState):
+        plugin.call_json("echo", "1")
+    with pytest.raises(plugbridge.InvalidState):
+        plugin.call_raw(1, b"x")
+    asyncio.run(both_async(plugin))
+    stats = plugin.stats()
+    assert stats.calls == stats.latency_samples == 1
+    assert stats.errors == {"INVALID_STATE": 5}
+    assert stats.in_flight == 0
+
+
+def test_calls_to_a_failed_optional_plugin_are_errors_not_calls(
+    write_plugin: Callable[..., Path],
+) -> None:
+    broken = write_plugin("raise RuntimeError('broken at import')\n", name="broken_plugin.py")
+    with plugbridge.PluginHost() as host:
+        plugin = host.add("broken", broken, required=False)
+        assert plugin.state is plugbridge.LifecycleState.FAILED
+        for _ in range(3):
+            with pytest.raises(plugbridge.InvalidState, match="broken at import"):
+                plugin.call("echo", 1)
+        stats = plugin.stats()
+        assert (stats.calls, stats.errors, stats.latency_samples) == (0, {"INVALID_STATE": 3}, 0)
+        broken.write_text(PLUGIN)
+        host.reload("broken")
+        assert plugin.call("echo", 2) == 2
+        stats = plugin.stats()
+    assert (stats.calls, stats.errors) == (1, {"INVALID_STATE": 3})
 
 
 def test_stats_survive_reloads_and_count_them(plugin_path: Path, isolation: str) -> None:
