@@ -1,15 +1,26 @@
 """PluginHost: many plugins by name, started together, reloaded and stopped one by one.
 
 Each plugin is an ordinary ``PluginHandle``; the host only decides how its instances are
-started. Its factory looks the source up again at every start (a file fixed on disk, an
-entry point installed meanwhile are picked up by a reload) and records the outcome, so
-``status().error`` follows every load and reload, whoever asked for it. An optional plugin
-whose first start fails gets a ``FailedTransport`` instead of an instance: it is listed,
-FAILED, and the same handle serves once a reload succeeds.
+started. Its factory looks the source up again at every start of every instance (a file
+fixed on disk, an entry point installed meanwhile are picked up by a reload; a plugin with
+replicas is a ``ReplicaTransport`` over that same per-instance start, so its rolling reload
+goes through it too) and records the outcome, so ``status().error`` follows every load and
+reload, whoever asked for it — and only those: a reload refused before anything started (a
+bad timeout, a handle shut down) is the caller's mistake, not the plugin's. The source shown
+changes only when an instance did start from it. An optional plugin whose first start fails
+gets a ``FailedTransport`` instead of an instance: it is listed, FAILED, and the same handle
+serves once a reload succeeds.
 
 Locks: ``_lock`` guards the table of plugins and is only ever held for a moment (never
 while a plugin starts or stops). Watching (``watch()``) is the host's ``HostWatch``
-(``_host_watch``), told about every plugin added, moved or removed.
+(``_host_watch``), told about every plugin added, moved or removed; ``host.reload`` and a
+reload the watcher makes take one path (``_reload_entry``).
+
+``close`` is bounded: every plugin is stopped on a thread of its own and waited for until
+the budget (the longest shutdown timeout, or ``close``'s own) plus ``CLOSE_GRACE_S``. A
+plugin that cannot stop by then — its handle is busy with a reload still starting, which
+a shutdown must wait for — is reported in ``ShutdownFailed`` and stops in the background as
+soon as that reload ends.
 """
 
 from __future__ import annotations
@@ -18,6 +29,7 @@ import contextlib
 import dataclasses
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import partial
 from pathlib import Path
@@ -25,7 +37,7 @@ from types import TracebackType
 from typing import Any
 
 from ._config import PluginConfig, checked_seconds
-from ._errors import ConfigError, InvalidState, PluginError, ShutdownFailed
+from ._errors import ConfigError, InvalidState, PluginError, ShutdownFailed, seconds
 from ._handle import PluginHandle
 from ._host_failed import FailedTransport
 from ._host_status import PluginStatus
@@ -35,6 +47,10 @@ from ._levels import LogLevel
 from ._load import transport_factory
 from ._logsink import InstanceLog, LogCallback, LogSink
 from ._transport import Transport, TransportFactory
+
+CLOSE_GRACE_S = 0.5
+"""Seconds ``close`` waits past its budget: a worker's shutdown may overrun its timeout by
+a few reaping steps."""
 
 LogCallbackFor = Callable[[str], LogCallback | None]
 """``log_callback_for(plugin_name)``: the callback for that plugin's records (None: the
@@ -127,7 +143,7 @@ class PluginHost:
         self._planned: tuple[PluginSpec, ...] = ()
         self._started = False
         self._closed = False
-        self._watching = HostWatch(self._watchable, self._current)
+        self._watching = HostWatch(self._watchable, self._current, self._reload_entry)
 
     @classmethod
     def from_file(
@@ -255,29 +271,26 @@ class PluginHost:
         )
 
     def _factory(self, entry: _Entry, *, tolerate_failure: bool) -> TransportFactory:
-        """What starts ``entry``'s instances: the source is resolved again at each start,
-        and the outcome recorded; with ``tolerate_failure``, a first start that fails gives
-        a ``FailedTransport`` (the plugin is then listed FAILED)."""
+        """What starts ``entry``'s instance — or its replicas, each through ``_instance``,
+        which a rolling reload calls again — with the outcome recorded; with
+        ``tolerate_failure``, a first start that fails gives a ``FailedTransport`` (the
+        plugin is then listed FAILED)."""
         spec = entry.spec
         first_start = [True]
+        instance = self._instance(entry)
 
         def start(deadline: float | None) -> Transport:
             first = first_start.pop() if first_start else False
             try:
-                source = spec.current_source()
-                entry.source = source
-                factory = transport_factory(
-                    source,
-                    entry.config,
-                    entry.sink,
-                    spec.isolation,
-                    variant=spec.variant,
-                    trusted_keys=spec.trusted_keys,
-                    replicas=spec.replicas,
+                if spec.replicas == 1:
+                    return instance(deadline)
+                from ._replicas import ReplicaTransport
+
+                transport: Transport = ReplicaTransport.start(
+                    instance, spec.replicas, entry.sink, deadline
                 )
-                transport = factory(deadline)
             except PluginError as exc:
-                entry.error = exc.message
+                entry.error = exc.message  # replicas: the summary of every start
                 if first and tolerate_failure:
                     entry.log_error(
                         f"plugin {spec.name!r} failed to load; it stays FAILED until a reload "
@@ -285,6 +298,33 @@ class PluginHost:
                     )
                     return FailedTransport(spec.name, exc.message)
                 raise
+            return transport
+
+        return start
+
+    @staticmethod
+    def _instance(entry: _Entry) -> TransportFactory:
+        """What starts one instance of ``entry``: its source looked up again (an entry
+        point may name another module now), the outcome recorded — the error, and the
+        source once an instance did start from it."""
+        spec = entry.spec
+
+        def start(deadline: float | None) -> Transport:
+            try:
+                source = spec.current_source()
+                factory = transport_factory(
+                    source,
+                    entry.config,
+                    entry.sink,
+                    spec.isolation,
+                    variant=spec.variant,
+                    trusted_keys=spec.trusted_keys,
+                )
+                transport = factory(deadline)
+            except PluginError as exc:
+                entry.error = exc.message
+                raise
+            entry.source = source
             entry.error = None
             return transport
 
@@ -342,6 +382,11 @@ class PluginHost:
                 raise InvalidState("cannot add a plugin to a plugin host that was closed")
             if name in self._entries or name in self._reserved:
                 raise ConfigError(f"this plugin host already has a plugin named {name!r}")
+            if any(planned.name == name for planned in self._planned):
+                raise ConfigError(
+                    f"the host file of this plugin host already plans a plugin named {name!r} "
+                    "(start() starts it); give the added one another name"
+                )
             self._reserved.add(name)
         entry = _Entry(spec, self._callback_for(name, log_callback))
         failures = self._start_entries([entry], strict=True)
@@ -361,16 +406,19 @@ class PluginHost:
     def reload(self, name: str, timeout: float | None = None) -> None:
         """Reload ``name`` from its source as it is on disk now (see ``PluginHandle.reload``);
         for a plugin listed FAILED, a success makes its handle serve."""
-        entry = self._entry(name)
+        self._reload_entry(self._entry(name), timeout)
+
+    def _reload_entry(self, entry: _Entry, timeout: float | None = None) -> None:
+        """Reload ``entry`` (``host.reload``, and the watcher's reloads). Its starts record
+        their own outcome (``_instance``); a reload refused before any start is not the
+        plugin's failure and records nothing. A source that moved (an entry point now
+        naming another module, even if only some replicas started from it) is watched."""
         before = entry.source
         try:
             entry.started.reload(timeout)
-        except PluginError as exc:
-            entry.error = exc.message
-            raise
-        entry.error = None
-        if entry.source != before:  # an entry point now names another module
-            self._watching.track(entry)
+        finally:
+            if entry.source != before:
+                self._watching.track(entry)
 
     def __getitem__(self, name: str) -> PluginHandle:
         return self._entry(name).started
@@ -427,17 +475,21 @@ class PluginHost:
 
     # -- closing -----------------------------------------------------------------------
 
-    def close(self) -> None:
+    def close(self, timeout: float | None = None) -> None:
         """Stop watching and shut every plugin down at once, each within its own shutdown
-        timeout; idempotent. The plugins stay listed (STOPPED). ``ShutdownFailed`` naming
-        the plugins that failed to stop, once all are stopped."""
+        timeout (capped at ``timeout`` if given); idempotent. Returns within the longest
+        of those (or ``timeout``) plus ``CLOSE_GRACE_S``, even while a reload runs. The
+        plugins stay listed (STOPPED). ``ShutdownFailed`` naming the plugins that failed
+        to stop, or did not stop in time (they go on stopping in the background)."""
+        limit = None if timeout is None else checked_seconds("timeout", timeout)
         with self._lock:
             if self._closed:
                 return
             self._closed = True
             entries = list(self._entries.values())
-        self.unwatch()
-        errors = _shut_down([(entry.spec.name, entry.started) for entry in entries])
+        stopping = _Stopping([(entry.spec.name, entry.started) for entry in entries], limit)
+        self._watching.stop(max(0.0, stopping.deadline - time.monotonic()))
+        errors = stopping.wait()
         if errors:
             raise ShutdownFailed(
                 "; ".join(f"plugin {name!r}: {exc.message}" for name, exc in errors)
@@ -465,17 +517,67 @@ class PluginHost:
 
 
 def _shut_down(handles: list[tuple[str, PluginHandle]]) -> list[tuple[str, PluginError]]:
-    """Shut the named handles down at once (``_at_once``); the failures, by name."""
-    errors: dict[str, PluginError] = {}
+    """Shut the named handles down at once, bounded (``_Stopping``); the failures, by name."""
+    return _Stopping(handles, None).wait()
 
-    def stop(name: str, handle: PluginHandle) -> None:
+
+class _Stopping:
+    """Named handles being shut down, each on a daemon thread of its own
+    (``plugbridge-host-stop-NAME``) within its shutdown timeout (capped at ``limit``);
+    ``wait()`` returns by ``deadline``: the longest of those timeouts plus
+    ``CLOSE_GRACE_S``. A handle still stopping then (its reload holds it) is reported and
+    stops in the background once it can."""
+
+    def __init__(self, handles: list[tuple[str, PluginHandle]], limit: float | None) -> None:
+        self._errors: dict[str, PluginError] = {}
+        timeouts = [
+            handle.config.shutdown_timeout
+            if limit is None
+            else min(limit, handle.config.shutdown_timeout)
+            for _, handle in handles
+        ]
+        self._budget = max(timeouts, default=0.0)
+        self.deadline = time.monotonic() + self._budget + CLOSE_GRACE_S
+        self._threads = [
+            (
+                name,
+                threading.Thread(
+                    target=self._stop,
+                    args=(name, handle, within),
+                    name=f"plugbridge-host-stop-{name}",
+                    daemon=True,
+                ),
+            )
+            for (name, handle), within in zip(handles, timeouts, strict=True)
+        ]
+        for _, thread in self._threads:
+            thread.start()
+
+    def _stop(self, name: str, handle: PluginHandle, within: float) -> None:
         try:
-            handle.shutdown()
+            handle.shutdown(within)
         except PluginError as exc:
-            errors[name] = exc
+            self._errors[name] = exc
 
-    _at_once("stop", [(name, partial(stop, name, handle)) for name, handle in handles])
-    return [(name, errors[name]) for name, _ in handles if name in errors]
+    def wait(self) -> list[tuple[str, PluginError]]:
+        """The failures, by name, in the handles' order, once all ended or by ``deadline``."""
+        failed: list[tuple[str, PluginError]] = []
+        for name, thread in self._threads:
+            thread.join(max(0.0, self.deadline - time.monotonic()))
+            if thread.is_alive():
+                failed.append(
+                    (
+                        name,
+                        ShutdownFailed(
+                            f"did not stop within {seconds(self._budget)} (a reload in "
+                            "progress holds it, or its stop overran); it goes on stopping in "
+                            "the background"
+                        ),
+                    )
+                )
+            elif name in self._errors:
+                failed.append((name, self._errors[name]))
+        return failed
 
 
 def _at_once(kind: str, jobs: Sequence[tuple[str, Callable[[], None]]]) -> None:

@@ -3,11 +3,16 @@
 The host owns one ``HostWatch`` and tells it about its plugins (``track`` when one is added
 or its source moved, ``forget`` when one is removed); the ``SourceWatcher`` (``_watch``)
 exists only between ``start`` and ``stop``. A change reloads the plugin on the watcher's
-thread; a reload that fails leaves the old instance serving and is recorded like any
-failed reload (``status().error``, an ERROR record to the plugin's callback).
+thread through the host's own reload path (the one ``host.reload`` takes: it records the
+outcome and re-tracks a source that moved); a reload that fails leaves the old instance
+serving and also sends an ERROR record to the plugin's callback. Once ``stop`` has begun (an
+``unwatch``, or the host closing) no further reload starts.
 
-``_lock`` orders the watcher's updates. It is never taken on the watcher's own thread, so
-``stop`` may wait for that thread while holding it. ``_watch`` (and watchfiles) is imported
+``_lock`` orders the updates of the watch set (``start``, ``track``, ``forget``, and
+``stop`` taking the watcher away); it is held only while a notifier is built, never while
+a reload runs or the watcher's thread is joined (``stop`` lets go before it closes the
+watcher). So the watcher's thread may take it too — re-tracking a plugin whose reload moved
+its source — without ``stop`` ever waiting on it. ``_watch`` (and watchfiles) is imported
 only when watching starts: a host that never watches does not load it.
 """
 
@@ -18,7 +23,7 @@ import os
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 
 from ._errors import PluginError
 from ._handle import PluginHandle
@@ -34,7 +39,6 @@ class WatchedPlugin(Protocol):
 
     source: str | None
     """The source it was last started from (None: nothing to watch)."""
-    error: str | None
 
     @property
     def name(self) -> str: ...
@@ -46,21 +50,27 @@ class WatchedPlugin(Protocol):
         """An ERROR record about this plugin, from the host, to the plugin's callback."""
 
 
-class HostWatch:
+_P = TypeVar("_P", bound=WatchedPlugin)
+
+
+class HostWatch(Generic[_P]):
     """Reloads the host's plugins when their sources change, while started.
 
     ``listed()``: every plugin of the host now (``InvalidState`` once it is closed);
     ``current(name)``: the plugin listed as ``name`` now (None if none, or the host is
-    closed). A plugin no longer current is not watched and its failures not recorded.
+    closed); ``reload(plugin)``: the host's reload of a plugin (it records the outcome).
+    A plugin no longer current is not watched, not reloaded, and its failures not logged.
     """
 
     def __init__(
         self,
-        listed: Callable[[], Sequence[WatchedPlugin]],
-        current: Callable[[str], WatchedPlugin | None],
+        listed: Callable[[], Sequence[_P]],
+        current: Callable[[str], _P | None],
+        reload: Callable[[_P], None],
     ) -> None:
         self._listed = listed
         self._current = current
+        self._reload = reload
         self._lock = threading.Lock()
         self._watcher: SourceWatcher | None = None
 
@@ -74,21 +84,25 @@ class HostWatch:
                 return
             watcher = SourceWatcher(self._source_changed, debounce_s=debounce_s)
             try:
-                for plugin in plugins:
-                    _watch_paths(watcher, plugin)
+                watcher.watch_many({plugin.name: _paths_of(plugin) for plugin in plugins})
             except BaseException:  # no watcher left running half set up
                 watcher.close()
                 raise
             self._watcher = watcher
 
-    def stop(self) -> None:
-        """Stop watching (nothing when not watching)."""
+    def stop(self, within: float | None = None) -> None:
+        """Stop watching (nothing when not watching): no reload starts from now on; waits
+        ``within`` seconds at most (None: the watcher's own bound) for a reload running on
+        the watcher's thread to end."""
         with self._lock:
             watcher, self._watcher = self._watcher, None
         if watcher is not None:
-            watcher.close()
+            if within is None:
+                watcher.close()
+            else:
+                watcher.close(within)
 
-    def track(self, plugin: WatchedPlugin) -> None:
+    def track(self, plugin: _P) -> None:
         """While watching, watch ``plugin``'s current source (just added, or its source
         moved). A watch the system refuses is an ERROR record of that plugin: it keeps
         serving, unwatched."""
@@ -98,7 +112,7 @@ class HostWatch:
             if self._current(plugin.name) is not plugin:  # removed meanwhile (then forgotten)
                 return
             try:
-                _watch_paths(self._watcher, plugin)
+                self._watcher.watch(plugin.name, _paths_of(plugin))
             except PluginError as exc:
                 plugin.log_error(
                     f"plugin {plugin.name!r} is not watched for changes: {exc.message}"
@@ -111,33 +125,31 @@ class HostWatch:
                 self._watcher.forget(name)
 
     def _source_changed(self, name: str) -> None:
-        """On the watcher's thread: reload ``name``; a failure is recorded and logged."""
+        """On the watcher's thread: reload ``name`` (unless watching is stopping or the
+        host closed); a failure is logged to the plugin's callback (the host's reload has
+        recorded it)."""
         plugin = self._current(name)
-        if plugin is None:
+        if plugin is None or self._watcher is None:
             return
         try:
-            plugin.started.reload()
+            self._reload(plugin)
         except PluginError as exc:
             if self._current(name) is plugin:
-                plugin.error = exc.message
                 plugin.log_error(
                     f"reload of {name!r} after a change on disk failed; the previous instance "
                     f"keeps serving: {exc.message}"
                 )
         except Exception:  # a bug: never let it end the watcher's thread
             _internal_log.exception("plugbridge: reloading %r after a change failed", name)
-        else:
-            plugin.error = None
 
 
-def _watch_paths(watcher: SourceWatcher, plugin: WatchedPlugin) -> None:
-    """Watch ``plugin``'s source: what ``watched_paths`` finds, or for a source that is a
-    path not there yet (an optional plugin listed FAILED), that path, so the file
-    appearing reloads the plugin."""
+def _paths_of(plugin: WatchedPlugin) -> tuple[Path, ...]:
+    """What to watch for ``plugin``'s source: what ``watched_paths`` finds, or for a source
+    that is a path not there yet (an optional plugin listed FAILED), that path, so the file
+    appearing reloads the plugin; nothing for no source."""
     from ._watch import watched_paths
 
     source = plugin.source
     if source is None:
-        return
-    paths = watched_paths(source) or ((Path(source),) if os.path.isabs(source) else ())
-    watcher.watch(plugin.name, paths)
+        return ()
+    return watched_paths(source) or ((Path(source),) if os.path.isabs(source) else ())

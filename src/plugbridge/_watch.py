@@ -176,9 +176,20 @@ class SourceWatcher:
         until it appears. ``InitializationFailed`` if the system refuses a watch
         (permissions, the inotify watch limit); what was watched before stays.
         """
-        targets = tuple(dict.fromkeys(Path(path).resolve() for path in paths))
+        self.watch_many({name: paths})
+
+    def watch_many(self, paths_by_name: Mapping[str, Iterable[Path]]) -> None:
+        """``watch`` for several names at once, with one notifier built for them all (a
+        host starting to watch N plugins builds one, not N); all or nothing. An empty
+        mapping changes nothing."""
+        if not paths_by_name:
+            return
+        targets = {
+            name: tuple(dict.fromkeys(Path(path).resolve() for path in paths))
+            for name, paths in paths_by_name.items()
+        }
         with self._lock:
-            self._install({**self._paths, name: targets}, name)
+            self._install({**self._paths, **targets}, ", ".join(map(repr, targets)))
 
     def forget(self, name: str) -> None:
         """Stop watching for ``name``; an open batch of its changes is dropped."""
@@ -186,20 +197,21 @@ class SourceWatcher:
             if name in self._paths:
                 paths = dict(self._paths)
                 del paths[name]
-                self._install(paths, name)
+                self._install(paths, repr(name))
 
-    def close(self) -> None:
-        """Stop watching and join the thread (at most ``_CLOSE_JOIN_S`` while an
-        ``on_change`` runs; from ``on_change`` itself, the thread ends when it returns)."""
+    def close(self, timeout: float = _CLOSE_JOIN_S) -> None:
+        """Stop watching and join the thread (at most ``timeout`` seconds while an
+        ``on_change`` runs; from ``on_change`` itself, the thread ends when it returns).
+        No ``on_change`` starts once this is called."""
         self._closed.set()
         if threading.current_thread() is self._thread:
             return
-        self._thread.join(_CLOSE_JOIN_S)
+        self._thread.join(timeout)
         if self._thread.is_alive():
             _log.warning(
-                "plugbridge: the source watcher's on_change is still running after %.0f s;"
+                "plugbridge: the source watcher's on_change is still running after %.3g s;"
                 " its thread ends when it returns",
-                _CLOSE_JOIN_S,
+                timeout,
             )
 
     @property
@@ -213,14 +225,15 @@ class SourceWatcher:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def _install(self, paths: dict[str, tuple[Path, ...]], name: str) -> None:
-        """Build a notifier for ``paths`` and hand it to the thread (``_lock`` held)."""
+    def _install(self, paths: dict[str, tuple[Path, ...]], shown: str) -> None:
+        """Build a notifier for ``paths`` and hand it to the thread (``_lock`` held);
+        ``shown``: the names the change is for, as an error names them."""
         if self._closed.is_set():
             raise InvalidState("the source watcher is closed")
         try:
             plan, notifier = _build(paths)
         except OSError as exc:
-            raise InitializationFailed(f"cannot watch the sources of {name!r}: {exc}") from None
+            raise InitializationFailed(f"cannot watch the sources of {shown}: {exc}") from None
         self._paths = paths
         self._plan = plan
         self._incoming.append(notifier)

@@ -385,3 +385,24 @@ def test_a_plugin_with_replicas_is_one_name(tmp_path: Path, host_file: Callable[
         (status,) = host.status()
         assert status.state is LifecycleState.ACTIVE
         assert status.stats.reloads == 1
+
+
+def test_a_name_the_host_file_plans_cannot_be_added_before_start(
+    tmp_path: Path, host_file: Callable[..., Path]
+) -> None:
+    (tmp_path / "planned.py").write_text(echo_plugin("planned"))
+    (tmp_path / "other.py").write_text(echo_plugin("other"))
+    path = host_file('[plugins.hello]\nsource = "planned.py"\n')
+    host = PluginHost._planned_from_file(path)
+    try:
+        with pytest.raises(ConfigError) as raised:
+            host.add("hello", tmp_path / "other.py")
+        assert "'hello'" in raised.value.message and "host file" in raised.value.message
+        assert "hello" not in host
+        extra = host.add("extra", tmp_path / "other.py")
+        host.start()
+        assert host.names() == ["extra", "hello"]
+        assert host["hello"].call("whoami")["name"] == "planned"
+        assert host["extra"] is extra
+    finally:
+        host.close()

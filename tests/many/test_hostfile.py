@@ -10,6 +10,7 @@ import pytest
 import plugbridge
 from plugbridge import ConfigError, LogLevel, PluginHost
 from plugbridge._hostfile import read_host_file
+from plugbridge._load import ISOLATIONS
 
 from .conftest import echo_plugin
 
@@ -260,3 +261,30 @@ def test_add_takes_the_keys_of_a_table_and_checks_them_the_same_way(plugin_file:
         assert host.add("y", plugin_file, config=config).log_level is LogLevel.WARN
     with pytest.raises(ConfigError, match=r"PluginHost: defaults unknown key 'sorce'"):
         PluginHost(defaults={"sorce": "x"})
+
+
+@pytest.mark.skipif("ray" in ISOLATIONS, reason="Ray isolation exists: the keys are used")
+@pytest.mark.parametrize(
+    ("line", "key"),
+    [("ray = { num_cpus = 1 }", "ray"), ('isolation = "ray"', "isolation")],
+    ids=["ray-options", "ray-isolation"],
+)
+def test_ray_is_refused_until_it_exists(
+    host_file: Callable[..., Path], plugin_file: Path, line: str, key: str
+) -> None:
+    path = host_file(f'[plugins.hello]\nsource = "hello_plugin.py"\n{line}\n')
+    with pytest.raises(ConfigError) as raised:
+        read_host_file(path)
+    message = raised.value.message
+    assert str(path) in message and "[plugins.hello]" in message, message
+    assert f"key {key!r}" in message and "Ray isolation is not available yet" in message, message
+    defaults = host_file(f'[defaults]\n{line}\n[plugins.hello]\nsource = "hello_plugin.py"\n')
+    with pytest.raises(ConfigError, match="Ray isolation is not available yet"):
+        read_host_file(defaults)
+    placement = (
+        {"isolation": "process", "ray": {"num_cpus": 1}} if key == "ray" else {"isolation": "ray"}
+    )
+    with PluginHost() as host:
+        with pytest.raises(ConfigError, match="Ray isolation is not available yet"):
+            host.add("hello", plugin_file, **placement)  # type: ignore[arg-type]
+        assert "hello" not in host

@@ -495,3 +495,20 @@ def test_host_unwatch_and_close_stop_the_watcher(tmp_path: Path) -> None:
     finally:
         host.close()
     assert _watcher_threads() == []
+
+
+def test_watch_many_watches_every_name_at_once_all_or_nothing(tmp_path: Path, rig: Rig) -> None:
+    first, second = tmp_path / "first.py", tmp_path / "second.py"
+    first.write_text("")
+    second.write_text("")
+    rig.watcher.watch_many({"first": [first], "second": [second]})
+    assert set(rig.watcher.names) == {"probe", "first", "second"}
+    second.write_text("edited")
+    rig.calls.wait("second", 1)
+    first.write_text("edited")
+    rig.calls.wait("first", 1)
+    rig.watcher.watch_many({})  # nothing to add: nothing changes
+    assert set(rig.watcher.names) == {"probe", "first", "second"}
+    rig.watcher.close()
+    with pytest.raises(InvalidState):
+        rig.watcher.watch_many({"third": [first]})
