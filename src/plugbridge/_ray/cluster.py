@@ -1,0 +1,66 @@
+"""Which Ray the actors run on: the one already connected, ``RAY_ADDRESS``, or a local one.
+
+plugbridge never takes over a Ray it did not start: if this process is already connected
+(the user called ``ray.init``), that connection is used as it is and never shut down. Else
+``RAY_ADDRESS`` names a cluster to join (left running at exit: it is not ours), or a small
+local Ray is started on first use (no dashboard; the workers' output is not forwarded to
+this terminal, plugbridge turns an actor's output into records itself) and shut down when
+the interpreter exits.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import threading
+from typing import Any
+
+from .._errors import InitializationFailed, describe_exception
+
+_lock = threading.Lock()
+_started_here = False
+"""A local Ray this module started (then shut down at exit)."""
+
+
+def ray_module() -> Any:
+    """The ``ray`` package; ``InitializationFailed`` naming the extra if it is missing."""
+    try:
+        import ray
+    except ImportError as exc:
+        raise InitializationFailed(
+            f"isolation='ray' needs Ray: pip install 'plugbridge[ray]' ({exc})"
+        ) from None
+    return ray
+
+
+def connected_ray() -> Any:
+    """``ray``, connected (once per process; concurrent first loads start one Ray)."""
+    ray = ray_module()
+    if ray.is_initialized():
+        return ray
+    global _started_here
+    with _lock:
+        if ray.is_initialized():
+            return ray
+        address = os.environ.get("RAY_ADDRESS") or None
+        try:
+            if address is not None:
+                ray.init(address=address, log_to_driver=False)
+            else:
+                ray.init(include_dashboard=False, log_to_driver=False)
+                _started_here = True
+                atexit.register(_shutdown_local)
+        except Exception as exc:
+            where = f"the Ray cluster at RAY_ADDRESS={address}" if address else "a local Ray"
+            raise InitializationFailed(
+                f"cannot connect to {where}: {describe_exception(exc)}"
+            ) from None
+    return ray
+
+
+def _shutdown_local() -> None:
+    """At exit: end the local Ray started here, if it is still the one connected."""
+    import ray
+
+    if _started_here and ray.is_initialized():
+        ray.shutdown()

@@ -1,0 +1,353 @@
+"""The host's side of one actor: its start, calls in flight, crash and stop.
+
+A session lives as long as one actor. Calls are Ray actor tasks whose answers say whether
+the call succeeded (see ``_ray.actor``); Ray's own failures are mapped here: an actor that
+died is ``PluginCrashed`` (the session turns FAILED, says so in an ERROR record and tells
+its owner, which may start a fresh one), unless the host is stopping it (``Cancelled``).
+A sync call waits in ``ray.get`` (no thread of ours); an ``acall`` awaits the answer's
+future (no thread per call either). Either way a call's slot is given back when its answer
+arrives, which the actor sends only once the plugin's work for it has ended; a caller that
+stopped waiting (its timeout) leaves a callback that gives it back then.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from .._errors import (
+    InitializationFailed,
+    InternalError,
+    PluginCrashed,
+    PluginError,
+    call_timed_out,
+    cancelled_by_shutdown,
+    describe_exception,
+    error_for_code,
+    not_active,
+    raw_call_timed_out,
+    seconds,
+)
+from .._levels import LogLevel
+from .._lifecycle import Lifecycle, LifecycleState
+from .._logsink import InstanceLog
+from .._transport import PluginMetadata, ProcessUsage, Release
+from .actor import Answer, PluginActor
+from .logpump import RecordPump
+from .shipping import ShippedCode
+
+STOP_SHARE = 0.8
+"""Share of the shutdown timeout the actor gets to stop its instance; the rest is the
+host's, to collect the last records and answers and kill the actor."""
+CONTROL_WAIT = 5.0
+"""Seconds a control request (level, statistics) waits for the actor's answer."""
+FAILED_START_STOP = 0.5
+"""Seconds a failed start spends collecting the actor's last records before killing it."""
+
+_ids = itertools.count(1)
+_actor_class: Any = None
+_actor_class_lock = threading.Lock()
+
+
+def actor_class(ray: Any) -> Any:
+    """``PluginActor`` as a Ray actor class (made once per process)."""
+    global _actor_class
+    with _actor_class_lock:
+        if _actor_class is None:
+            _actor_class = ray.remote(PluginActor)
+        return _actor_class
+
+
+class ActorSession:
+    """One actor running one plugin instance. Build it with ``launch``."""
+
+    def __init__(self, ray: Any, actor: Any, log: InstanceLog) -> None:
+        self._ray = ray
+        self.actor = actor
+        self.log = log
+        self.metadata = PluginMetadata("", "", ())
+        self.on_crash: Callable[[ActorSession], None] = lambda session: None
+        self.rejected = 0
+        self.crash: PluginCrashed | None = None
+        self._lifecycle = Lifecycle()
+        self._lifecycle.move(LifecycleState.STARTING)
+        self._lock = threading.Lock()
+        self._in_flight: dict[int, Release] = {}
+        self._idle = threading.Condition(self._lock)
+        self._accepting = False
+        self._stopping = False
+        self._killed = False
+        self._pump = RecordPump(ray, actor, log, "plugbridge-ray", self._gone)
+
+    @classmethod
+    def launch(  # noqa: PLR0917 (one start's parts, each named at the one call site)
+        cls,
+        ray: Any,
+        options: dict[str, Any],
+        shipped: ShippedCode,
+        config: dict[str, Any],
+        log: InstanceLog,
+        deadline: float | None,
+        limit: str,
+    ) -> ActorSession:
+        """Create the actor and start the instance in it by ``deadline``;
+        ``InitializationFailed`` (actor killed, records delivered) if it cannot."""
+        try:
+            actor = actor_class(ray).options(**options).remote()
+        except Exception as exc:
+            raise InitializationFailed(
+                f"cannot create a Ray actor (ray_options {options!r}): {describe_exception(exc)}"
+            ) from None
+        session = cls(ray, actor, log)
+        try:
+            session._start(shipped, config, deadline, limit)
+        except BaseException:
+            session._kill()
+            session._pump.join(time.monotonic() + FAILED_START_STOP)
+            raise
+        return session
+
+    def _start(
+        self, shipped: ShippedCode, config: dict[str, Any], deadline: float | None, limit: str
+    ) -> None:
+        ray = self._ray
+        ref = self.actor.start.remote(shipped, config)
+        timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+        try:
+            metadata, code, message = ray.get(ref, timeout=timeout)
+        except ray.exceptions.GetTimeoutError:
+            raise InitializationFailed(
+                f"plugin {shipped.module or shipped.library or 'bundle'!r} did not start within"
+                f" the start timeout ({limit}) (its Ray actor may not have been placed yet);"
+                " its Ray actor was killed"
+            ) from None
+        except ray.exceptions.RayError as exc:
+            raise InitializationFailed(f"Ray actor failed during start: {_why(exc)}") from None
+        if metadata is None:
+            with contextlib.suppress(Exception):  # its last records (a traceback) first
+                ray.get(self.actor.stop.remote(0.0), timeout=FAILED_START_STOP)
+            raise error_for_code(code, message)
+        self.metadata = metadata
+        with self._lock:
+            self._accepting = True
+            self._lifecycle.move(LifecycleState.ACTIVE)
+
+    @property
+    def state(self) -> LifecycleState:
+        return self._lifecycle.state
+
+    # -- calls -------------------------------------------------------------------------
+
+    def _submit(
+        self, key: str | int, payload: bytes, timeout: float | None, release: Release
+    ) -> tuple[int, Any]:
+        call_id = next(_ids)
+        with self._lock:
+            if not self._accepting:
+                release()
+                raise self._refusal()
+            self._in_flight[call_id] = release
+        try:
+            if type(key) is str:
+                ref = self.actor.call.remote(call_id, key, payload, timeout)
+            else:
+                ref = self.actor.call_raw.remote(call_id, key, payload, timeout)
+        except BaseException as exc:
+            self._ended(call_id)
+            if isinstance(exc, Exception):
+                raise InternalError(
+                    f"cannot send the call to Ray: {describe_exception(exc)}"
+                ) from None
+            raise
+        return call_id, ref
+
+    def call(self, key: str | int, payload: bytes, timeout: float | None, release: Release) -> Any:
+        """A call from a thread (``key``: a type tag, or a raw message id); the response."""
+        call_id, ref = self._submit(key, payload, timeout, release)
+        ray = self._ray
+        try:
+            answer = ray.get(ref, timeout=timeout)
+        except ray.exceptions.GetTimeoutError:
+            self._end_later(call_id, ref)
+            raise _timed_out(key, timeout) from None
+        except ray.exceptions.RayError as exc:
+            self._ended(call_id)
+            raise self._failure(exc) from None
+        except BaseException:  # interrupted: the answer will still give the slot back
+            self._end_later(call_id, ref)
+            raise
+        self._ended(call_id)
+        return self._answered(answer)
+
+    async def acall(
+        self, key: str | int, payload: bytes, timeout: float | None, release: Release
+    ) -> Any:
+        call_id, ref = self._submit(key, payload, timeout, release)
+        future = ref.future()
+        future.add_done_callback(lambda _: self._ended(call_id))  # before the caller wakes
+        ray = self._ray
+        try:
+            answer = await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(future)), timeout)
+        except TimeoutError:
+            raise _timed_out(key, timeout) from None
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                self.actor.cancel.remote(call_id)
+            raise
+        except ray.exceptions.RayError as exc:
+            raise self._failure(exc) from None
+        if answer[3] > self._pump.delivered:
+            await asyncio.to_thread(self._pump.catch_up, answer[3])
+        return self._answered(answer, caught_up=True)
+
+    def _answered(self, answer: Answer, *, caught_up: bool = False) -> Any:
+        ok, data, message, produced, rejected = answer
+        if rejected:
+            self.rejected = rejected
+        if not caught_up and produced > self._pump.delivered:
+            self._pump.catch_up(produced)
+        if ok:
+            return data
+        raise error_for_code(data, message)
+
+    def _ended(self, call_id: int) -> None:
+        """A call's work has ended (its answer arrived, or the actor is gone)."""
+        with self._lock:
+            release = self._in_flight.pop(call_id, None)
+            if not self._in_flight:
+                self._idle.notify_all()
+        if release is not None:
+            release()
+
+    def _end_later(self, call_id: int, ref: Any) -> None:
+        ref.future().add_done_callback(lambda _: self._ended(call_id))
+
+    def _failure(self, exc: BaseException) -> PluginError:
+        ray = self._ray
+        if isinstance(exc, ray.exceptions.RayActorError):
+            if self._stopping:
+                return cancelled_by_shutdown()
+            return self._crashed(exc)
+        if isinstance(exc, ray.exceptions.TaskCancelledError):
+            return cancelled_by_shutdown()
+        return InternalError(f"Ray failed the call: {_why(exc)}")
+
+    def _refusal(self) -> PluginError:
+        if self.crash is not None:
+            return PluginCrashed(self.crash.message)
+        return not_active(self.metadata.name, self.state.name)
+
+    # -- control -----------------------------------------------------------------------
+
+    def set_log_level(self, level: LogLevel) -> None:
+        """Applied in the actor before this returns (the very next record is filtered by
+        it); bounded, and a no-op on an actor that is gone."""
+        if self._accepting:
+            with contextlib.suppress(Exception):
+                self._ray.get(self.actor.set_log_level.remote(int(level)), timeout=CONTROL_WAIT)
+
+    def process_usage(self) -> ProcessUsage:
+        gone = ProcessUsage(None, None, None)
+        if not self._accepting:
+            return gone
+        try:
+            pid, rss, cpu = self._ray.get(self.actor.usage.remote(), timeout=CONTROL_WAIT)
+        except Exception:
+            return gone
+        return ProcessUsage(pid, rss, cpu)
+
+    # -- crash -------------------------------------------------------------------------
+
+    def _gone(self, exc: BaseException) -> None:
+        """The record pump found the actor gone (on its thread)."""
+        if not self._stopping and not self._killed:
+            self._crashed(exc)
+
+    def _crashed(self, exc: BaseException) -> PluginCrashed:
+        """The actor died while nobody asked it to stop: FAILED, reported once."""
+        with self._lock:
+            if self.crash is not None:
+                return PluginCrashed(self.crash.message)
+            self.crash = PluginCrashed(
+                f"plugin {self.metadata.name!r}: its Ray actor died: {_why(exc)}"
+            )
+            self._accepting = False
+            self._lifecycle.try_move(LifecycleState.FAILED)
+            crash = self.crash
+        self._kill()
+        self.log.emit(LogLevel.ERROR, "plugbridge", crash.message)
+        self.on_crash(self)
+        return PluginCrashed(crash.message)
+
+    # -- stop --------------------------------------------------------------------------
+
+    def stop(self, timeout: float) -> str | None:
+        """Stop the instance and the actor within ``timeout``; why it failed, or None."""
+        start = time.monotonic()
+        deadline = start + timeout
+        with self._lock:
+            running = self._accepting and self._lifecycle.try_move(LifecycleState.STOPPING)
+            self._stopping = True
+            self._accepting = False
+        if not running:  # crashed (or never started): make sure the actor is gone
+            self._kill()
+            return None
+        ray = self._ray
+        problem: str | None = None
+        host_share = start + timeout * (1 + STOP_SHARE) / 2
+        try:
+            error = ray.get(
+                self.actor.stop.remote(timeout * STOP_SHARE),
+                timeout=max(0.0, host_share - time.monotonic()),
+            )
+        except ray.exceptions.GetTimeoutError:
+            problem = (
+                f"plugin {self.metadata.name!r} did not stop within the shutdown timeout "
+                f"({seconds(timeout)}); its Ray actor was killed"
+            )
+        except ray.exceptions.RayError as exc:
+            problem = (
+                f"plugin {self.metadata.name!r}: its Ray actor died while stopping: {_why(exc)}"
+            )
+        else:
+            if error is not None:
+                problem = str(error)
+            self._pump.join(deadline)  # the last records, before shutdown returns
+            with self._lock:  # the answers of the calls the stop drained
+                self._idle.wait_for(
+                    lambda: not self._in_flight, max(0.0, deadline - time.monotonic())
+                )
+        self._kill()
+        self._lifecycle.move(LifecycleState.FAILED if problem else LifecycleState.STOPPED)
+        return problem
+
+    def _kill(self) -> None:
+        """End the actor (idempotent); calls still in flight give their slots back."""
+        with self._lock:
+            self._accepting = False
+            self._killed = True
+            left = list(self._in_flight)
+        with contextlib.suppress(Exception):
+            self._ray.kill(self.actor, no_restart=True)
+        for call_id in left:
+            self._ended(call_id)
+
+
+def _timed_out(key: str | int, timeout: float | None) -> PluginError:
+    if type(key) is int:
+        return raw_call_timed_out(key, timeout)
+    return call_timed_out(str(key), timeout)
+
+
+def _why(exc: BaseException) -> str:
+    """Ray's explanation, in one line (its messages span many)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    for line in reversed(lines):
+        if "because" in line or "died" in line:
+            return line
+    return lines[0] if lines else type(exc).__name__
