@@ -319,6 +319,7 @@ class PluginHost:
                     spec.isolation,
                     variant=spec.variant,
                     trusted_keys=spec.trusted_keys,
+                    ray_options=spec.ray,
                 )
                 transport = factory(deadline)
             except PluginError as exc:

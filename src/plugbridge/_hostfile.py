@@ -8,10 +8,10 @@ the error can name the key. Every error is a ``ConfigError`` that names the file
 and the key, so a user can go straight to the line. ``PluginHost.add`` goes through the
 same checks, with ``PluginHost.add`` standing where the file name would be.
 
-Ray (``isolation = "ray"`` and the ``ray`` options table, contract section 10) is part of
-the file's language; until ``load()`` knows that isolation (``ISOLATIONS``), either one is a
-``ConfigError`` saying so, rather than a key accepted and silently ignored (a plugin the
-user placed on a cluster would run here instead).
+The ``ray`` table holds a Ray plugin's actor options (``load``'s ``ray_options``, contract
+section 10): a plugin's own ``ray`` key with another isolation is a ``ConfigError`` (it would
+be ignored), while a ``ray`` table in ``[defaults]`` applies to the plugins that run on Ray
+only (a default for some plugins, as ``variant`` is for bundles only).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import msgspec
 from ._config import PluginConfig
 from ._entrypoints import entry_point_source
 from ._errors import ConfigError, PluginError
-from ._load import ISOLATIONS, check_placement
+from ._load import check_placement
 from ._sources import _DOTTED, BUNDLE_SUFFIX, NATIVE_SUFFIXES, resolve_source
 
 CONFIG_KEYS: tuple[str, ...] = tuple(field.name for field in dataclasses.fields(PluginConfig))
@@ -51,10 +51,6 @@ class _Placement(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 
 PLACEMENT_KEYS: tuple[str, ...] = _Placement.__struct_fields__
-RAY_NOT_YET = (
-    "Ray isolation is not available yet (contract section 10 will add it); use "
-    "isolation = 'process' (with replicas for several workers) meanwhile"
-)
 TABLE_KEYS: tuple[str, ...] = PLACEMENT_KEYS + CONFIG_KEYS
 
 
@@ -143,16 +139,13 @@ def checked_table(table: object, origin: str, section: str, base_dir: Path) -> d
     for key in table:
         if key not in TABLE_KEYS:
             raise ConfigError(f"{origin}: {section} unknown key {key!r}{_suggestion(str(key))}")
-    fail = _failing(origin, section)
-    for key in ("ray", "isolation") if "ray" not in ISOLATIONS else ():
-        if key in table and (key == "ray" or table[key] == "ray"):
-            raise fail(key, RAY_NOT_YET)
     placement = {key: value for key, value in table.items() if key in PLACEMENT_KEYS}
     try:
         msgspec.convert(placement, _Placement)
     except msgspec.ValidationError as exc:
         raise ConfigError(f"{origin}: {section} {_type_error(str(exc))}") from None
     checked = dict(table)
+    fail = _failing(origin, section)
     for key in CONFIG_KEYS:
         if key in checked:
             try:
@@ -219,6 +212,11 @@ def plugin_spec(
         check_placement(isolation, replicas)
     except ConfigError as exc:
         raise fail("replicas", exc.message) from None
+    ray = merged.get("ray") if isolation == "ray" or "ray" in own else None
+    try:
+        check_placement(isolation, replicas, ray)
+    except ConfigError as exc:
+        raise fail("ray", exc.message) from None
     keys = merged.get("trusted_keys")
     spec = PluginSpec(
         name=name,
@@ -228,7 +226,7 @@ def plugin_spec(
         variant=merged.get("variant"),
         trusted_keys=None if keys is None else tuple(keys),
         replicas=replicas,
-        ray=merged.get("ray"),
+        ray=ray,
         required=merged.get("required", True),
         config=PluginConfig(**{key: merged[key] for key in CONFIG_KEYS if key in merged}),
     )

@@ -10,7 +10,6 @@ import pytest
 import plugbridge
 from plugbridge import ConfigError, LogLevel, PluginHost
 from plugbridge._hostfile import read_host_file
-from plugbridge._load import ISOLATIONS
 
 from .conftest import echo_plugin
 
@@ -263,28 +262,39 @@ def test_add_takes_the_keys_of_a_table_and_checks_them_the_same_way(plugin_file:
         PluginHost(defaults={"sorce": "x"})
 
 
-@pytest.mark.skipif("ray" in ISOLATIONS, reason="Ray isolation exists: the keys are used")
-@pytest.mark.parametrize(
-    ("line", "key"),
-    [("ray = { num_cpus = 1 }", "ray"), ('isolation = "ray"', "isolation")],
-    ids=["ray-options", "ray-isolation"],
-)
-def test_ray_is_refused_until_it_exists(
-    host_file: Callable[..., Path], plugin_file: Path, line: str, key: str
+def test_a_plugins_ray_options_need_ray_isolation(
+    host_file: Callable[..., Path], plugin_file: Path
 ) -> None:
-    path = host_file(f'[plugins.hello]\nsource = "hello_plugin.py"\n{line}\n')
+    path = host_file(
+        '[plugins.hello]\nsource = "hello_plugin.py"\nisolation = "process"\n'
+        "ray = { num_cpus = 1 }\n"
+    )
     with pytest.raises(ConfigError) as raised:
         read_host_file(path)
     message = raised.value.message
-    assert str(path) in message and "[plugins.hello]" in message, message
-    assert f"key {key!r}" in message and "Ray isolation is not available yet" in message, message
-    defaults = host_file(f'[defaults]\n{line}\n[plugins.hello]\nsource = "hello_plugin.py"\n')
-    with pytest.raises(ConfigError, match="Ray isolation is not available yet"):
-        read_host_file(defaults)
-    placement = (
-        {"isolation": "process", "ray": {"num_cpus": 1}} if key == "ray" else {"isolation": "ray"}
-    )
+    assert message.startswith(f"{path}: [plugins.hello] key 'ray'"), message
+    assert "isolation='ray'" in message, message
     with PluginHost() as host:
-        with pytest.raises(ConfigError, match="Ray isolation is not available yet"):
-            host.add("hello", plugin_file, **placement)  # type: ignore[arg-type]
+        with pytest.raises(ConfigError, match="key 'ray'"):
+            host.add("hello", plugin_file, isolation="process", ray={"num_cpus": 1})
         assert "hello" not in host
+    # A [defaults] ray table is for the plugins that run on Ray only.
+    shared = host_file(
+        '[defaults]\nray = { num_cpus = 1 }\n[plugins.hello]\nsource = "hello_plugin.py"\n'
+        '[plugins.far]\nsource = "hello_plugin.py"\nisolation = "ray"\n'
+    )
+    hello, far = read_host_file(shared).plugins
+    assert hello.ray is None
+    assert far.ray == {"num_cpus": 1}
+
+
+def test_a_ray_table_reaches_the_ray_actor(
+    host_file: Callable[..., Path], plugin_file: Path
+) -> None:
+    # Options plugbridge keeps for itself are refused where the actor is made, before any
+    # Ray starts: seeing that refusal proves the table got there.
+    path = host_file(
+        '[plugins.far]\nsource = "hello_plugin.py"\nisolation = "ray"\nray = { max_restarts = 3 }\n'
+    )
+    with pytest.raises(ConfigError, match=r"ray_options\['max_restarts'\]"):
+        PluginHost.from_file(path)
