@@ -8,7 +8,8 @@ subscriber is registered and handed the ring's copy under that same lock, so it 
 record exactly once: the older ones from the copy, the newer ones live.
 
 Everything is bounded: the ring holds ``history`` records, each subscriber's queue
-``QUEUE_LIMIT``; a subscriber that reads too slowly loses records, and is told how many.
+``QUEUE_LIMIT``; a subscriber that reads too slowly loses records, and is told how many
+by a notice standing where they went missing.
 """
 
 from __future__ import annotations
@@ -56,11 +57,24 @@ class _Subscriber:
             self.loop.call_soon_threadsafe(self._push, entry)
 
     def _push(self, entry: LogEntry | None) -> None:
+        """On the subscriber's loop. A full queue drops ``entry`` and counts it; the next
+        entry taken is preceded by the notice of that count, so the notice stands exactly
+        where the records went missing (the stream tells of drops at its tail itself)."""
         if entry is not None and len(self.queue) >= QUEUE_LIMIT:
             self.dropped += 1
-        else:
-            self.queue.append(entry)
+            return  # the stream is behind: it is already awake
+        if self.dropped:
+            self.queue.append(_dropped_notice(self.dropped))
+            self.dropped = 0
+        self.queue.append(entry)
         self.ready.set()
+
+    def take_dropped(self) -> LogEntry | None:
+        """The notice of the records dropped since the queue was last full, if any."""
+        if not self.dropped:
+            return None
+        notice, self.dropped = _dropped_notice(self.dropped), 0
+        return notice
 
 
 class PluginLog:
@@ -193,14 +207,14 @@ async def event_stream(log: PluginLog, name: str, after: int = 0) -> AsyncIterat
                 except TimeoutError:
                     yield b": keepalive\n\n"
                     continue
-            if subscriber.dropped:
-                dropped, subscriber.dropped = subscriber.dropped, 0
-                yield _event(_dropped_notice(dropped))
             while subscriber.queue:
                 live = subscriber.queue.popleft()
                 if live is None:
                     return
                 yield _event(live)
+            notice = subscriber.take_dropped()  # records lost after the last one sent
+            if notice is not None:
+                yield _event(notice)
     finally:
         log.unsubscribe(subscriber)
 
