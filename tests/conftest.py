@@ -8,12 +8,16 @@ from pathlib import Path
 
 import pytest
 
-ISOLATIONS = ["inprocess", "process"]
+from tests.ray.cluster import ray_cluster  # noqa: F401 (a fixture: Ray for the "ray" runs)
+
+ISOLATIONS = ["inprocess", "process", "ray"]
 """Every promise test runs once per isolation mode listed here."""
 
 
 @pytest.fixture(params=ISOLATIONS)
 def isolation(request: pytest.FixtureRequest) -> str:
+    if request.param == "ray":  # one Ray for the session, started by the first ray run
+        request.getfixturevalue("ray_cluster")
     return str(request.param)
 
 
