@@ -341,7 +341,7 @@ def test_log_callback_calling_its_plugin_never_deadlocks(
         plugin.call("log", "reentrant")
         assert wait_until(lambda: len(outcomes) == 1)
         assert plugin.call("ctx", "still serving") is None
-    if isolation == "inprocess":
+    if isolation in ("inprocess", "ray"):  # ray: answers do not come through the record pump
         assert outcomes == [None]  # the nested call runs inline, like any other
     else:  # only the reader thread could read the answer: refused instead of a deadlock
         assert isinstance(outcomes[0], plugbridge.InvalidState)
