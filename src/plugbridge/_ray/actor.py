@@ -21,6 +21,7 @@ import logging
 import os
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from .._config import PluginConfig
@@ -28,8 +29,16 @@ from .._errors import Cancelled, ErrorCode, PluginError, describe_exception
 from .._json import decode_json, encode_json
 from .._levels import LogLevel
 from .._transport import PluginMetadata, Transport
+from .._worker.output import OutputPump
+from .._worker.server import call_error
 from .records import BufferSink, OutputLog, RecordBuffer, capture_output
 from .shipping import ShippedCode, UnpackedCode
+
+
+def _named(key: str | int) -> str:
+    """A call as error messages name it: its type tag, or ``raw message N``."""
+    return key if type(key) is str else f"raw message {key}"
+
 
 Answer = tuple[bool, Any, str, int, int]
 """(ok, response bytes or error code, error message, records produced so far, refusals
@@ -75,16 +84,17 @@ class _WorkEnd:
 class PluginActor:
     """Serves one plugin instance (methods are called by ``_ray.session.ActorSession``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_threads: int) -> None:
         self._records = RecordBuffer()
         self._sink = BufferSink(self._records, LogLevel.INFO)
         stdout_fd, stderr_fd = capture_output()
-        from .._worker.output import OutputPump
-
         self._output = OutputPump(stdout_fd, stderr_fd, OutputLog(self._sink), "plugbridge-ray")
         self._transport: Transport | None = None
         self._code: UnpackedCode | None = None
         self._tasks: dict[int, asyncio.Task[Any]] = {}
+        self._threads = ThreadPoolExecutor(max_threads, thread_name_prefix="plugbridge-ray-call")
+        """Runs calls from host threads; grows to the number running at once (like the
+        worker's leader/follower threads) and is never waited for at exit."""
 
     async def start(self, shipped: ShippedCode, config: dict[str, Any]) -> StartAnswer:
         """Rebuild the code and start the instance (no deadline here: the host kills an
@@ -108,57 +118,72 @@ class PluginActor:
         return self._transport.metadata, 0, ""
 
     # -- calls -------------------------------------------------------------------------
+    #
+    # As with a worker: a call from a host thread runs the instance's ``call_json`` /
+    # ``call_raw`` on a thread here (the response bytes exactly as the plugin made them),
+    # a call from an asyncio caller runs its ``acall`` / ``acall_raw`` as a task, which
+    # ``cancel`` can cancel.
 
     async def call(
-        self, call_id: int, type_tag: str, payload: bytes, timeout: float | None
+        self, call_id: int, key: str | int, payload: bytes, timeout: float | None
     ) -> Answer:
+        """A call from a host thread (``key``: a type tag, or a raw message id)."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._threads, self._call, key, payload, timeout)
+
+    def _call(self, key: str | int, payload: bytes, timeout: float | None) -> Answer:
+        transport = self._transport
+        assert transport is not None
+        end = threading.Event()
+        try:
+            if type(key) is str:
+                response = transport.call_json(key, payload, timeout, end.set)
+            else:
+                response = transport.call_raw(int(key), payload, timeout, end.set)
+        except BaseException as exc:
+            error = call_error(_named(key), exc)
+            end.wait()
+            return False, int(error.code), error.message, *self._counts()
+        end.wait()
+        return True, bytes(response), "", *self._counts()
+
+    async def acall(
+        self, call_id: int, key: str | int, payload: bytes, timeout: float | None
+    ) -> Answer:
+        """A call from an asyncio caller: a task ``cancel`` may cancel."""
         transport = self._transport
         assert transport is not None
         end = _WorkEnd()
         self._tasks[call_id] = asyncio.current_task()  # type: ignore[assignment]
         try:
-            try:
-                request = decode_json(payload)
-            except BaseException:
-                end.release()  # the instance never saw the call
-                raise
-            response = encode_json(await transport.acall(type_tag, request, timeout, end.release))
+            if type(key) is str:
+                try:
+                    request = decode_json(payload)
+                except BaseException:
+                    end.release()  # the instance never saw the call
+                    raise
+                result = await transport.acall(key, request, timeout, end.release)
+                response = encode_json(result)
+            else:
+                response = bytes(await transport.acall_raw(int(key), payload, timeout, end.release))
         except asyncio.CancelledError:
-            return await self._failed(end, type_tag, Cancelled("call cancelled by the caller"))
+            return await self._failed(end, key, Cancelled("call cancelled by the caller"))
         except BaseException as exc:
-            return await self._failed(end, type_tag, exc)
+            return await self._failed(end, key, exc)
         finally:
             self._tasks.pop(call_id, None)
         await end.wait()
-        return True, response, "", self._records.count, transport.rejected_count
+        return True, response, "", *self._counts()
 
-    async def call_raw(
-        self, call_id: int, message_id: int, payload: bytes, timeout: float | None
-    ) -> Answer:
+    def _counts(self) -> tuple[int, int]:
+        """Records made so far, and refusals counted inside the instance (native)."""
         transport = self._transport
-        assert transport is not None
-        end = _WorkEnd()
-        self._tasks[call_id] = asyncio.current_task()  # type: ignore[assignment]
-        try:
-            response = await transport.acall_raw(message_id, payload, timeout, end.release)
-        except asyncio.CancelledError:
-            error: BaseException = Cancelled("call cancelled by the caller")
-            return await self._failed(end, f"raw message {message_id}", error)
-        except BaseException as exc:
-            return await self._failed(end, f"raw message {message_id}", exc)
-        finally:
-            self._tasks.pop(call_id, None)
-        await end.wait()
-        return True, bytes(response), "", self._records.count, transport.rejected_count
+        return self._records.count, 0 if transport is None else transport.rejected_count
 
-    async def _failed(self, end: _WorkEnd, what: str, exc: BaseException) -> Answer:
-        from .._worker.server import call_error
-
-        error = call_error(what, exc)
+    async def _failed(self, end: _WorkEnd, key: str | int, exc: BaseException) -> Answer:
+        error = call_error(_named(key), exc)
         await end.wait()
-        transport = self._transport
-        rejected = 0 if transport is None else transport.rejected_count
-        return False, int(error.code), error.message, self._records.count, rejected
+        return False, int(error.code), error.message, *self._counts()
 
     async def cancel(self, call_id: int) -> None:
         """An asyncio caller was cancelled: cancel its call's task (if still running)."""
@@ -167,6 +192,11 @@ class PluginActor:
             task.cancel()
 
     # -- control -----------------------------------------------------------------------
+
+    async def named(self) -> str | None:
+        """The plugin's name once its class is known (its start hook runs after): the
+        host names a start that missed its deadline by it."""
+        return self._sink.plugin_name
 
     async def records(self, wait: float) -> tuple[list[tuple[int, str, str]], bool]:
         """The host's log poll: records so far (waiting up to ``wait`` for one), ended?"""

@@ -83,6 +83,11 @@ class BufferSink(LogSink):
 
     def __init__(self, buffer: RecordBuffer, level: LogLevel) -> None:
         super().__init__(buffer.append, level)
+        self.plugin_name: str | None = None
+
+    def name_plugin(self, name: str) -> None:
+        super().name_plugin(name)
+        self.plugin_name = name
 
 
 class OutputLog(InstanceLog):

@@ -46,6 +46,8 @@ STOP_SHARE = 0.8
 host's, to collect the last records and answers and kill the actor."""
 CONTROL_WAIT = 5.0
 """Seconds a control request (level, statistics) waits for the actor's answer."""
+LATE_ASK = 0.5
+"""Seconds a start that missed its deadline waits to learn how far it got."""
 FAILED_START_STOP = 0.5
 """Seconds a failed start spends collecting the actor's last records before killing it."""
 
@@ -77,8 +79,10 @@ class ActorSession:
         self._lifecycle = Lifecycle()
         self._lifecycle.move(LifecycleState.STARTING)
         self._lock = threading.Lock()
-        self._in_flight: dict[int, Release] = {}
-        self._idle = threading.Condition(self._lock)
+        self._in_flight: dict[int, list[Any]] = {}
+        """Calls sent and not yet ended: their ``[release, ObjectRef or None]``. A stop
+        waits for those refs (their answers), not for the table to empty: an entry a
+        Ctrl-C stranded there is released when the actor ends."""
         self._accepting = False
         self._stopping = False
         self._killed = False
@@ -98,7 +102,7 @@ class ActorSession:
         """Create the actor and start the instance in it by ``deadline``;
         ``InitializationFailed`` (actor killed, records delivered) if it cannot."""
         try:
-            actor = actor_class(ray).options(**options).remote()
+            actor = actor_class(ray).options(**options).remote(options["max_concurrency"])
         except Exception as exc:
             raise InitializationFailed(
                 f"cannot create a Ray actor (ray_options {options!r}): {describe_exception(exc)}"
@@ -121,11 +125,7 @@ class ActorSession:
         try:
             metadata, code, message = ray.get(ref, timeout=timeout)
         except ray.exceptions.GetTimeoutError:
-            raise InitializationFailed(
-                f"plugin {shipped.module or shipped.library or 'bundle'!r} did not start within"
-                f" the start timeout ({limit}) (its Ray actor may not have been placed yet);"
-                " its Ray actor was killed"
-            ) from None
+            raise self._late(shipped, limit) from None
         except ray.exceptions.RayError as exc:
             raise InitializationFailed(f"Ray actor failed during start: {_why(exc)}") from None
         if metadata is None:
@@ -137,6 +137,26 @@ class ActorSession:
             self._accepting = True
             self._lifecycle.move(LifecycleState.ACTIVE)
 
+    def _late(self, shipped: ShippedCode, limit: str) -> InitializationFailed:
+        """A start that missed its deadline, named by how far it got (asked briefly)."""
+        within = f"within the start timeout ({limit})"
+        try:
+            name = self._ray.get(self.actor.named.remote(), timeout=LATE_ASK)
+        except Exception:  # not running yet: never placed, or still starting its process
+            return InitializationFailed(
+                f"the plugin's Ray actor was not running {within} (is there room in the "
+                "cluster for its ray_options?); it was killed"
+            )
+        if name is not None:
+            what = "plugin_init" if shipped.kind == "native" else "on_start"
+            return InitializationFailed(
+                f"{name}.{what} did not finish {within}; its Ray actor was killed"
+            )
+        loading = shipped.module or shipped.library or shipped.bundle_path
+        return InitializationFailed(
+            f"the Ray actor did not load plugin {loading!r} {within} and was killed"
+        )
+
     @property
     def state(self) -> LifecycleState:
         return self._lifecycle.state
@@ -144,19 +164,17 @@ class ActorSession:
     # -- calls -------------------------------------------------------------------------
 
     def _submit(
-        self, key: str | int, payload: bytes, timeout: float | None, release: Release
+        self, method: Any, key: str | int, payload: bytes, timeout: float | None, release: Release
     ) -> tuple[int, Any]:
         call_id = next(_ids)
         with self._lock:
             if not self._accepting:
                 release()
                 raise self._refusal()
-            self._in_flight[call_id] = release
+            self._in_flight[call_id] = entry = [release, None]
         try:
-            if type(key) is str:
-                ref = self.actor.call.remote(call_id, key, payload, timeout)
-            else:
-                ref = self.actor.call_raw.remote(call_id, key, payload, timeout)
+            ref = method.remote(call_id, key, payload, timeout)
+            entry[1] = ref
         except BaseException as exc:
             self._ended(call_id)
             if isinstance(exc, Exception):
@@ -168,7 +186,7 @@ class ActorSession:
 
     def call(self, key: str | int, payload: bytes, timeout: float | None, release: Release) -> Any:
         """A call from a thread (``key``: a type tag, or a raw message id); the response."""
-        call_id, ref = self._submit(key, payload, timeout, release)
+        call_id, ref = self._submit(self.actor.call, key, payload, timeout, release)
         ray = self._ray
         try:
             answer = ray.get(ref, timeout=timeout)
@@ -187,7 +205,7 @@ class ActorSession:
     async def acall(
         self, key: str | int, payload: bytes, timeout: float | None, release: Release
     ) -> Any:
-        call_id, ref = self._submit(key, payload, timeout, release)
+        call_id, ref = self._submit(self.actor.acall, key, payload, timeout, release)
         future = ref.future()
         future.add_done_callback(lambda _: self._ended(call_id))  # before the caller wakes
         ray = self._ray
@@ -218,11 +236,9 @@ class ActorSession:
     def _ended(self, call_id: int) -> None:
         """A call's work has ended (its answer arrived, or the actor is gone)."""
         with self._lock:
-            release = self._in_flight.pop(call_id, None)
-            if not self._in_flight:
-                self._idle.notify_all()
-        if release is not None:
-            release()
+            entry = self._in_flight.pop(call_id, None)
+        if entry is not None:
+            entry[0]()
 
     def _end_later(self, call_id: int, ref: Any) -> None:
         ref.future().add_done_callback(lambda _: self._ended(call_id))
@@ -318,13 +334,23 @@ class ActorSession:
             if error is not None:
                 problem = str(error)
             self._pump.join(deadline)  # the last records, before shutdown returns
-            with self._lock:  # the answers of the calls the stop drained
-                self._idle.wait_for(
-                    lambda: not self._in_flight, max(0.0, deadline - time.monotonic())
-                )
+            self._await_answers(deadline)
         self._kill()
         self._lifecycle.move(LifecycleState.FAILED if problem else LifecycleState.STOPPED)
         return problem
+
+    def _await_answers(self, deadline: float) -> None:
+        """Wait (until ``deadline``) for the answers of the calls the stop drained."""
+        with self._lock:
+            refs = [entry[1] for entry in self._in_flight.values() if entry[1] is not None]
+        if refs:
+            with contextlib.suppress(Exception):
+                self._ray.wait(
+                    refs,
+                    num_returns=len(refs),
+                    timeout=max(0.0, deadline - time.monotonic()),
+                    fetch_local=False,
+                )
 
     def _kill(self) -> None:
         """End the actor (idempotent); calls still in flight give their slots back."""

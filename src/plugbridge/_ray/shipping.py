@@ -58,21 +58,61 @@ def pack(source: Source) -> ShippedCode:
 
 
 def _python_files(source: PythonSource) -> dict[str, bytes]:
-    """The plugin's own files: its ``.py`` file, or its top package's tree (data files
-    included, caches left out). Dependencies it imports are the actor's environment's."""
+    """The plugin's own files (its ``.py`` file, or its top package's tree, data files
+    included and caches left out), and the Python next to it: the namespace loader lets a
+    plugin import its directory's other modules and packages (``from .helper import f``),
+    so they are its code too. Next to a plugin found on the host's ``sys.path`` (an
+    installed package) they are the environment's, not shipped; so are siblings beyond
+    ``MAX_SIBLINGS`` bytes (the actor's own environment must provide those)."""
     dotted = source.dotted_file
     if dotted is not None:
-        return {dotted.name: dotted.read_bytes()}
-    top = source.top_package
-    package = source.search_dir / top
-    if (package / "__init__.py").is_file():
-        return _tree(package, source.search_dir)
-    file = source.search_dir / f"{top}.py"
-    if file.is_file():
-        return {file.name: file.read_bytes()}
-    raise InitializationFailed(
-        f"plugin source not found: no {top}.py or {top}/ in {source.search_dir}"
-    )
+        own = {dotted.name: dotted.read_bytes()}
+    else:
+        top = source.top_package
+        package = source.search_dir / top
+        file = source.search_dir / f"{top}.py"
+        if (package / "__init__.py").is_file():
+            own = _tree(package, source.search_dir)
+        elif file.is_file():
+            own = {file.name: file.read_bytes()}
+        else:
+            raise InitializationFailed(
+                f"plugin source not found: no {top}.py or {top}/ in {source.search_dir}"
+            )
+    if _on_sys_path(source.search_dir):
+        return own
+    siblings = _siblings(source.search_dir, {path.partition("/")[0] for path in own})
+    return own if siblings is None else {**siblings, **own}
+
+
+MAX_SIBLINGS = 64 * 1024 * 1024
+"""Bytes of modules next to a plugin shipped with it, at most."""
+
+
+def _siblings(directory: Path, own: set[str]) -> dict[str, bytes] | None:
+    """The directory's other modules and packages; None if they are too large to ship."""
+    files: dict[str, bytes] = {}
+    size = 0
+    for entry in sorted(directory.iterdir()):
+        if entry.name in _SKIPPED_DIRS or entry.name in own:
+            continue
+        if entry.is_file() and entry.suffix == ".py":
+            found = {entry.name: entry.read_bytes()}
+        elif entry.is_dir() and (entry / "__init__.py").is_file():
+            found = _tree(entry, directory)
+        else:
+            continue
+        size += sum(len(data) for data in found.values())
+        if size > MAX_SIBLINGS:
+            return None
+        files.update(found)
+    return files
+
+
+def _on_sys_path(directory: Path) -> bool:
+    import sys
+
+    return any(entry and Path(entry).resolve() == directory for entry in sys.path)
 
 
 def _tree(root: Path, base: Path) -> dict[str, bytes]:
