@@ -1,0 +1,57 @@
+"""A reload under load: a new actor starts before the old one stops, and no call fails."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import plugbridge
+
+VERSIONED = """
+    import time
+    from plugbridge import Plugin, handler
+
+    class Versioned(Plugin):
+        name = "versioned"
+
+        @handler("version")
+        def version(self, ctx, _):
+            time.sleep(0.002)
+            return VERSION
+
+    VERSION = {version}
+"""
+
+
+def test_reload_under_four_calling_threads_fails_no_call(
+    write_plugin: Callable[..., Path],
+) -> None:
+    source = write_plugin(VERSIONED.format(version=1))
+    failures: list[BaseException] = []
+    seen: list[set[int]] = [set() for _ in range(4)]
+    stop = threading.Event()
+    with plugbridge.load(source, isolation="ray") as plugin:
+
+        def caller(index: int) -> None:
+            while not stop.is_set():
+                try:
+                    seen[index].add(plugin.call("version"))
+                except BaseException as exc:
+                    failures.append(exc)
+
+        threads = [threading.Thread(target=caller, args=(i,)) for i in range(4)]
+        for thread in threads:
+            thread.start()
+        try:
+            for version in (2, 3, 4):
+                write_plugin(VERSIONED.format(version=version))
+                plugin.reload()
+                assert plugin.call("version") == version
+        finally:
+            stop.set()
+            for thread in threads:
+                thread.join(30)
+    assert failures == []
+    assert all(seen), seen  # every thread was calling throughout
+    assert set().union(*seen) >= {1, 4}
