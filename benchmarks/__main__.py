@@ -24,6 +24,7 @@ SECTIONS = (
     "bench_stats",
     "bench_replicas",
     "bench_watch",
+    "bench_gateway",
 )
 ROOT = Path(__file__).resolve().parent.parent
 HEADER = ("section", "benchmark", "median", "p99", "ratio", "target", "verdict")
