@@ -38,9 +38,18 @@ def test_a_ray_the_user_started_is_left_running(ray_cluster: Any) -> None:
 
 
 LOCAL = """
-    import sys, ray, plugbridge
-    with plugbridge.load(sys.argv[1], isolation="ray") as plugin:
-        plugin.call("echo", {"message": "x"})
+    import sys, threading, time, ray, plugbridge
+
+    def first_load():  # Ray starts on a thread that ends right after
+        with plugbridge.load(sys.argv[1], isolation="ray") as plugin:
+            plugin.call("echo", {"message": "x"})
+
+    thread = threading.Thread(target=first_load)
+    thread.start()
+    thread.join()
+    time.sleep(0.5)  # had Ray's processes died with that thread, they would be gone now
+    with plugbridge.load(sys.argv[1], isolation="ray", config={"start_timeout": 20}) as plugin:
+        plugin.call("echo", {"message": "y"})
     print("GCS", ray.get_runtime_context().gcs_address, flush=True)
 """
 
@@ -54,9 +63,11 @@ def _listening(address: str) -> bool:
         return False
 
 
-def test_a_local_ray_started_on_first_use_ends_with_the_interpreter(
+def test_a_local_ray_started_on_first_use_outlives_its_thread_and_ends_with_the_interpreter(
     tmp_path: Path, write_plugin: Callable[..., Path]
 ) -> None:
+    """Started from a thread that then ends (Ray ties its processes to that thread), the
+    local Ray keeps serving; it is gone once the interpreter has exited."""
     script = tmp_path / "local.py"
     script.write_text(textwrap.dedent(LOCAL))
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
