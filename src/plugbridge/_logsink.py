@@ -3,7 +3,9 @@
 ``LogSink`` belongs to a handle and survives reloads; each plugin instance writes through
 its own ``InstanceLog`` gate, which closes when that instance stops. Both closings wait for
 a callback that is running, so once ``shutdown()`` returns the callback is never entered
-again.
+again. Listeners obey the same gates: they run outside the lock, so each thread telling
+them says which gate's record it carries (``_telling``) and a closing waits for those of
+its gate (see ``LogSink.await_listeners``).
 
 A ``KeyboardInterrupt`` (Ctrl-C) may land on a delivering thread between any two steps, and
 a lock it left held would make every other thread's record wait the busy wait, then sit in
@@ -42,6 +44,8 @@ _CLOSE_WAIT = 1.0
 _BUSY_WAIT = 0.05
 """Seconds a record waits for a busy callback before it is left for the busy thread."""
 _BACKLOG_LIMIT = 100_000
+_LISTENER_POLL = 0.001
+"""Seconds between looks while a closing waits for a listener (rare: one was running)."""
 _BLOCKING = (True,)
 _BUSY = (_BUSY_WAIT,)
 """Arguments of the sink lock's ``acquire`` as ``_take`` passes them: wait, up to a timeout."""
@@ -72,6 +76,12 @@ class LogSink:
         self.listeners_lock = threading.Lock()
         """Orders ``add_listener`` and its removals (never held while a record is delivered)."""
         self._listener_failed = False
+        self._telling: dict[int, InstanceLog] = {}
+        """Thread id -> the gate whose record that thread is telling the listeners now.
+        Written before the thread reads its gate, read by a closing after it shut the
+        gate: one of the two sees the other (one interpreter lock orders them)."""
+        self._listeners_close_by: float | None = None
+        """As ``_close_by``, for closes waiting for listeners."""
         self._close_by: float | None = None
         """While closes wait for a busy callback: the moment they stop waiting. Shared by
         every gate of the sink, so a shutdown closing three gates waits ``_CLOSE_WAIT`` in
@@ -95,7 +105,7 @@ class LogSink:
         and a callback that calls its plugin cannot deadlock.
         """
         if self.listeners and not self.closed:
-            self._tell_listeners(level, target, message)
+            self._tell_listeners(gate, level, target, message)
         held: list[bool] = []
         try:
             held.extend(filter(None, map(self.lock.acquire, _BLOCKING, _BUSY)))  # ``_take``
@@ -136,17 +146,51 @@ class LogSink:
 
         return remove
 
-    def _tell_listeners(self, level: LogLevel, target: str, message: str) -> None:
+    def _tell_listeners(
+        self, gate: InstanceLog, level: LogLevel, target: str, message: str
+    ) -> None:
+        """Each listener in turn while the gate is open: a closing either sees this thread
+        in ``_telling`` and waits for it, or has shut the gate before it is read here."""
+        telling, ident = self._telling, threading.get_ident()
+        outer = telling.get(ident)  # a listener that logs: its record is told nested
         previous = attributed_instance.get()
         try:
+            telling[ident] = gate
             attributed_instance.set(None)  # the host's code runs from here on
             for _, listener in self.listeners:
+                if self.closed or not gate.open:
+                    break  # closed meanwhile (a closing gave up waiting for a listener)
                 try:
                     listener(level, target, message)
                 except BaseException as exc:  # contained, as a callback's failure is
                     self._report_listener_failure(exc)
         finally:
+            if outer is None:
+                telling.pop(ident, None)
+            else:
+                telling[ident] = outer
             attributed_instance.set(previous)
+
+    def await_listeners(self, gate: InstanceLog | None) -> None:
+        """Once ``gate`` (None: every gate) is shut, wait until no other thread is telling
+        the listeners one of its records: no listener hears it after the closing returns.
+        Bounded as waiting for a callback is (``_CLOSE_WAIT``, shared by the sink's
+        closings); a listener of this thread's own (a closing it started) is not waited for.
+        """
+        if not self._telling:
+            return  # the usual case: nothing to read, no clock
+        ident = threading.get_ident()
+        while any(
+            other != ident and (gate is None or told is gate)
+            for other, told in self._telling.copy().items()  # one builtin call: a snapshot
+        ):
+            close_by = self._listeners_close_by
+            if close_by is None:
+                close_by = self._listeners_close_by = time.monotonic() + _CLOSE_WAIT
+            if time.monotonic() >= close_by:
+                return  # the listener goes on; the next record it would tell is cut off
+            time.sleep(_LISTENER_POLL)
+        self._listeners_close_by = None
 
     def _report_listener_failure(self, exc: BaseException) -> None:
         if self._listener_failed:
@@ -213,7 +257,8 @@ class LogSink:
             _internal_log.error("plugbridge log callback raised (reported once): %r", exc)
 
     def close(self) -> None:
-        """No record reaches the callback after this returns (waits ~1 s for a running one)."""
+        """No record reaches the callback or a listener after this returns (waits ~1 s
+        for a running one)."""
         held: list[bool] = []
         try:
             self.acquire_for_close(held)
@@ -223,6 +268,7 @@ class LogSink:
         finally:
             if held:
                 self.lock.release()
+        self.await_listeners(None)
 
     def acquire_for_close(self, held: list[bool]) -> None:
         """Take the lock to close a gate (``held`` says whether: see ``_take``), waiting for
@@ -255,8 +301,9 @@ class InstanceLog:
         return level >= self.sink.level
 
     def close(self) -> None:
-        """No record of this instance reaches the callback after this returns (see
-        ``LogSink.acquire_for_close`` for how long it waits for a running callback)."""
+        """No record of this instance reaches the callback or a listener after this
+        returns (see ``LogSink.acquire_for_close`` for how long it waits for a running
+        callback, ``LogSink.await_listeners`` for a running listener)."""
         held: list[bool] = []
         try:
             self.sink.acquire_for_close(held)
@@ -264,3 +311,4 @@ class InstanceLog:
         finally:
             if held:
                 self.sink.lock.release()
+        self.sink.await_listeners(self)
