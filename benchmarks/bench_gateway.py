@@ -8,13 +8,15 @@ gateway serves a ``PluginHost`` with the echo plugin in-process; the bare endpoi
 the same plugin file and calls its handler function itself (decode, handler, encode).
 
 The load generator is a raw asyncio HTTP/1.1 keep-alive client (lighter than httpx, so the
-client is not what is measured): ``CONNECTIONS`` connections, each sending its next request
-when the previous answer is read, until a round's request count or its time bound is reached.
+client is not what is measured; the baseline row says how much of a core it used):
+``CONNECTIONS`` connections, each sending its next request when the previous answer is read,
+until a round's request count or its time bound is reached.
 Each round measures requests per second and every request's latency; the servers alternate
 round by round (rounds are short and many: a busy machine disturbs a few of them, not one
 server's whole run). Figures: the median round's throughput, p50/p99 of all latencies, and
-the ratio as the median of the rounds' ratios (each gateway round against the bare round
-just before it).
+each ratio as the median of the rounds' ratios (each round against the bare round just
+before it). A third server, a bare endpoint awaiting ``handle.acall``, tells the gateway's
+own cost from that of the call's hop to the plugin's threads.
 
 ``python -m benchmarks --only bench_gateway [--quick]`` runs it alone.
 """
@@ -107,10 +109,39 @@ def _bare_app(plugin: Path) -> Any:
     return Starlette(routes=[Route("/v1/plugins/echo/call/echo", call, methods=["POST"])])
 
 
+def _bare_acall_app(plugin: Path) -> Any:
+    """A Starlette endpoint calling the plugin through ``handle.acall``: the gateway's own
+    cost is what separates it from this one (the rest is the call's hop to the plugin's
+    threads, which ``acall`` makes so that the server's loop never runs a handler)."""
+    import msgspec
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    from plugbridge import PluginHost
+
+    host = PluginHost()
+    host.start()
+    host.add("echo", str(plugin))
+    handle = host["echo"]
+    decode = msgspec.json.Decoder().decode
+    encode = msgspec.json.Encoder().encode
+
+    async def call(request: Request) -> Response:
+        response = await handle.acall("echo", decode(await request.body()))
+        return Response(encode(response), media_type="application/json")
+
+    return Starlette(routes=[Route("/v1/plugins/echo/call/echo", call, methods=["POST"])])
+
+
+APPS = {"bare": _bare_app, "acall": _bare_acall_app, "gateway": _gateway_app}
+
+
 def _serve(kind: str, plugin: Path) -> None:
     import uvicorn
 
-    app = _gateway_app(plugin) if kind == "gateway" else _bare_app(plugin)
+    app = APPS[kind](plugin)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
@@ -212,48 +243,67 @@ def run(quick: bool = False) -> list[Row]:
     with tempfile.TemporaryDirectory() as tmp:
         plugin = Path(tmp) / "echo_plugin.py"
         plugin.write_text(textwrap.dedent(ECHO_PLUGIN))
-        servers = [ServerProcess("bare", plugin), ServerProcess("gateway", plugin)]
+        servers = [ServerProcess(kind, plugin) for kind in APPS]
         loop = _new_loop()
         try:
             throughput: dict[str, list[float]] = {s.kind: [] for s in servers}
             latencies: dict[str, list[float]] = {s.kind: [] for s in servers}
             for server in servers:  # warm both up: imports, caches, TCP
                 loop.run_until_complete(_round(server.port, 1_000, seconds))
+            cpu, wall = time.process_time(), time.perf_counter()
             for _ in range(rounds):
                 for server in servers:
                     rate, samples = loop.run_until_complete(_round(server.port, requests, seconds))
                     throughput[server.kind].append(rate)
                     latencies[server.kind] += samples
+            client_cpu = (time.process_time() - cpu) / (time.perf_counter() - wall)
         finally:
             loop.close()
             for server in servers:
                 server.stop()
-    bare, gateway = median(throughput["bare"]), median(throughput["gateway"])
-    relative = median(
-        [g / b for g, b in zip(throughput["gateway"], throughput["bare"], strict=True)]
+    bare = median(throughput["bare"])
+
+    def against_bare(kind: str) -> float:
+        """The median of the rounds' ratios (each round against the bare one just before)."""
+        pairs = zip(throughput[kind], throughput["bare"], strict=True)
+        return median([rate / baseline for rate, baseline in pairs])
+
+    def latency(kind: str) -> str:
+        return f"p50 {ms(median(latencies[kind]))}, p99 {ms(p99(latencies[kind]))}"
+
+    setup = (
+        f"{CONNECTIONS} connections, {rounds} rounds of {requests:,}; "
+        f"the client used {client_cpu:.0%} of a core"
     )
-    setup = f"{CONNECTIONS} connections, {rounds} rounds of {requests:,}"
+    acall, gateway = against_bare("acall"), against_bare("gateway")
     return [
         Row(
             SECTION,
-            f"bare Starlette endpoint, same handler (baseline; {setup})",
+            f"bare Starlette endpoint calling the handler function (baseline; {setup})",
             f"{bare:,.0f} req/s",
-            f"p50 {ms(median(latencies['bare']))}, p99 {ms(p99(latencies['bare']))}",
+            latency("bare"),
+        ),
+        Row(
+            SECTION,
+            "bare Starlette endpoint calling handle.acall (the gateway minus its own work)",
+            f"{median(throughput['acall']):,.0f} req/s",
+            latency("acall"),
+            f"{acall:.2f}× throughput",
         ),
         Row(
             SECTION,
             "gateway POST /v1/plugins/echo/call/echo (in-process plugin)",
-            f"{gateway:,.0f} req/s",
-            f"p50 {ms(median(latencies['gateway']))}, p99 {ms(p99(latencies['gateway']))}",
-            f"{relative:.2f}× throughput",
+            f"{median(throughput['gateway']):,.0f} req/s",
+            latency("gateway"),
+            f"{gateway:.2f}× throughput",
             f"≥ {TARGET}× bare",
-            verdict(relative >= TARGET),
+            verdict(gateway >= TARGET),
         ),
     ]
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 3 and sys.argv[1] in ("gateway", "bare"):
+    if len(sys.argv) == 3 and sys.argv[1] in APPS:
         os.environ.setdefault("PYTHONUNBUFFERED", "1")
         _serve(sys.argv[1], Path(sys.argv[2]))
     else:
