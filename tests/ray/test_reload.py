@@ -6,6 +6,8 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 import plugbridge
 
 VERSIONED = """
@@ -55,3 +57,20 @@ def test_reload_under_four_calling_threads_fails_no_call(
     assert failures == []
     assert all(seen), seen  # every thread was calling throughout
     assert set().union(*seen) >= {1, 4}
+
+
+def test_a_reload_without_room_for_the_new_actor_fails_and_the_old_one_serves(
+    write_plugin: Callable[..., Path],
+) -> None:
+    """The new actor starts before the old one stops: an actor holding both of the test
+    Ray's CPUs leaves no room for its successor, so the reload fails on time and the old
+    instance keeps serving."""
+    source = write_plugin(VERSIONED.format(version=1))
+    config = {"start_timeout": 1.0}
+    with plugbridge.load(
+        source, isolation="ray", config=config, ray_options={"num_cpus": 2}
+    ) as plugin:
+        write_plugin(VERSIONED.format(version=2))
+        with pytest.raises(plugbridge.InitializationFailed, match="was not running within"):
+            plugin.reload()
+        assert plugin.call("version") == 1
