@@ -131,6 +131,7 @@ class ActorSession:
         if metadata is None:
             with contextlib.suppress(Exception):  # its last records (a traceback) first
                 ray.get(self.actor.stop.remote(0.0), timeout=FAILED_START_STOP)
+                self._pump.join(time.monotonic() + FAILED_START_STOP)
             raise error_for_code(code, message)
         self.metadata = metadata
         with self._lock:
@@ -338,6 +339,12 @@ class ActorSession:
         self._kill()
         self._lifecycle.move(LifecycleState.FAILED if problem else LifecycleState.STOPPED)
         return problem
+
+    def abandon(self) -> None:
+        """End the actor now (a stop that was interrupted): FAILED, everything released."""
+        self._stopping = True
+        self._kill()
+        self._lifecycle.try_move(LifecycleState.FAILED)
 
     def _await_answers(self, deadline: float) -> None:
         """Wait (until ``deadline``) for the answers of the calls the stop drained."""

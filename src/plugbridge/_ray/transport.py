@@ -239,6 +239,9 @@ class RayTransport(Transport):
             if restarter is not None:
                 restarter.join(max(0.0, deadline - time.monotonic()))
             problem = self._current.stop(max(0.0, deadline - time.monotonic()))
+        except BaseException:  # interrupted (Ctrl-C): shutdown is one-shot, so end it all now
+            self._current.abandon()
+            raise
         finally:
             self._current.log.close()
             self._log.close()
