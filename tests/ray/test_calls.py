@@ -66,6 +66,8 @@ def test_a_timed_out_call_raises_timeout_on_time_and_keeps_its_slot(
         assert time.monotonic() - started < 5
         assert info.value.message == call_timed_out("block", 0.5).message
         assert plugin.in_flight == 1  # the handler still runs: its slot is still taken
+        assert plugin.call("nap", 1.0) == "rested"  # past the actor's own timeout, too
+        assert plugin.in_flight == 1  # ... and still taken
         plugin.call("unblock")
         assert wait_until(lambda: plugin.in_flight == 0)
 
