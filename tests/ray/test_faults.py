@@ -119,3 +119,16 @@ def test_a_hung_on_stop_is_ended_on_time_and_its_actor_killed(
         plugin.shutdown(timeout=1.0)
     assert time.monotonic() - started < 5  # on time, not the 600 s of on_stop
     assert wait_until(lambda: not psutil.pid_exists(pid), timeout=30)  # the actor is gone
+
+
+def test_an_idle_actor_killed_is_noticed_without_a_call(
+    write_plugin: Callable[..., Path], capture: LogCapture, ray_cluster: Any
+) -> None:
+    config = {"restart_on_crash": True, "restart_backoff": 0.0}
+    with plugbridge.load(
+        write_plugin(FAULTY), isolation="ray", config=config, log_callback=capture
+    ) as plugin:
+        ray_cluster.kill(actor_of(plugin))
+        assert wait_until(lambda: plugin.stats().restarts == 1, timeout=30)  # no call made
+        assert any("its Ray actor died" in m for m in capture.messages())
+        assert plugin.state is LifecycleState.ACTIVE
