@@ -210,8 +210,10 @@ class ActorSession:
         future = ref.future()
         future.add_done_callback(lambda _: self._ended(call_id))  # before the caller wakes
         ray = self._ray
+        answered = asyncio.wrap_future(future)
+        answered.add_done_callback(_retrieved)
         try:
-            answer = await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(future)), timeout)
+            answer = await asyncio.wait_for(asyncio.shield(answered), timeout)
         except TimeoutError:
             raise _timed_out(key, timeout) from None
         except asyncio.CancelledError:
@@ -369,6 +371,13 @@ class ActorSession:
             self._ray.kill(self.actor, no_restart=True)
         for call_id in left:
             self._ended(call_id)
+
+
+def _retrieved(answered: asyncio.Future[Any]) -> None:
+    """Mark a late answer's failure as seen (its caller left: a timeout, a cancel), so
+    asyncio does not report it as never retrieved."""
+    if not answered.cancelled():
+        answered.exception()
 
 
 def _timed_out(key: str | int, timeout: float | None) -> PluginError:
