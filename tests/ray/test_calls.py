@@ -126,3 +126,7 @@ def test_ray_options_are_checked(write_plugin: Callable[..., Path]) -> None:
         plugbridge.load(source, isolation="ray", ray_options=["num_cpus"])  # type: ignore[arg-type]
     with pytest.raises(plugbridge.ConfigError, match="restart_on_crash"):
         plugbridge.load(source, isolation="ray", ray_options={"max_restarts": 2})
+    with pytest.raises(plugbridge.ConfigError, match="ray_options: Invalid option keyword bogus"):
+        plugbridge.load(source, isolation="ray", ray_options={"bogus": 1})
+    with pytest.raises(plugbridge.ConfigError, match="num_cpus"):
+        plugbridge.load(source, isolation="ray", ray_options={"num_cpus": "two"})

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .._errors import (
+    ConfigError,
     InitializationFailed,
     InternalError,
     PluginCrashed,
@@ -102,7 +103,11 @@ class ActorSession:
         """Create the actor and start the instance in it by ``deadline``;
         ``InitializationFailed`` (actor killed, records delivered) if it cannot."""
         try:
-            actor = actor_class(ray).options(**options).remote(options["max_concurrency"])
+            configured = actor_class(ray).options(**options)
+        except (TypeError, ValueError) as exc:  # Ray checks the options here
+            raise ConfigError(f"ray_options: {exc}") from None
+        try:
+            actor = configured.remote(options["max_concurrency"])
         except Exception as exc:
             raise InitializationFailed(
                 f"cannot create a Ray actor (ray_options {options!r}): {describe_exception(exc)}"
