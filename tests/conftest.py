@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import textwrap
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -74,3 +74,73 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
             return True
         time.sleep(0.01)
     return predicate()
+
+
+def _c_signal_handler(signum: int) -> int | None:
+    """The handler address the kernel has for ``signum`` (``sigaction``), or None where it
+    cannot be read: code in C (an extension, a library's runtime) can replace Python's
+    handler without ``signal.getsignal`` ever seeing it."""
+    import ctypes
+    import sys
+
+    if sys.platform != "linux":
+        return None
+    libc = ctypes.CDLL(None, use_errno=True)
+    old = ctypes.create_string_buffer(256)  # struct sigaction: sa_handler comes first
+    if libc.sigaction(signum, None, old) != 0:
+        return None
+    return int.from_bytes(old.raw[: ctypes.sizeof(ctypes.c_void_p)], sys.byteorder)
+
+
+def _signal_state() -> dict[str, object]:
+    """What a test may leave changed that would stop a later Ctrl-C (``pthread_kill``)
+    from reaching the main thread as a KeyboardInterrupt. Read on the main thread."""
+    import signal
+
+    wakeup_fd = signal.set_wakeup_fd(-1)
+    signal.set_wakeup_fd(wakeup_fd)  # reading it means setting it: put it back at once
+    return {
+        "SIGINT handler": signal.getsignal(signal.SIGINT),
+        "SIGINT handler in C": _c_signal_handler(signal.SIGINT),
+        "main thread's signal mask": signal.pthread_sigmask(signal.SIG_BLOCK, []),
+        "wakeup fd": wakeup_fd,
+    }
+
+
+def _restore_signal_state(state: dict[str, object]) -> None:
+    import signal
+
+    handler = state["SIGINT handler"]
+    if callable(handler) or isinstance(handler, int):
+        signal.signal(signal.SIGINT, handler)  # also puts Python's C handler back
+    mask = state["main thread's signal mask"]
+    assert isinstance(mask, set)
+    signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+    wakeup_fd = state["wakeup fd"]
+    assert isinstance(wakeup_fd, int)
+    signal.set_wakeup_fd(wakeup_fd)
+
+
+_SESSION_SIGNAL_STATE: dict[str, object] = {}
+
+
+@pytest.fixture(autouse=True)
+def signals_left_as_found() -> Iterator[None]:
+    """Fail the test that leaves the process's SIGINT handling changed (Python's or C's
+    handler, the main thread's signal mask, the wakeup fd), then put it back: a leak would
+    otherwise make a later test that sends Ctrl-C wait for a KeyboardInterrupt forever."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    if not _SESSION_SIGNAL_STATE:
+        _SESSION_SIGNAL_STATE.update(_signal_state())
+    yield
+    now = _signal_state()
+    changed = {
+        key: (was, now[key]) for key, was in _SESSION_SIGNAL_STATE.items() if now[key] != was
+    }
+    if changed:
+        _restore_signal_state(_SESSION_SIGNAL_STATE)
+        pytest.fail(f"the test left the process's signal handling changed: {changed}")
