@@ -10,6 +10,9 @@ server accepts connections; it is the ``DrainingServer`` that ``plugbridge serve
 ``.stop()`` ends it (every server still running is stopped at the end of the session). The
 host stays the caller's: close it yourself, after the server.
 
+``serving(serve_gateway, name, source, **host_kwargs)``: a context manager giving a server
+of a fresh started ``PluginHost`` with one plugin; the server then the host are stopped.
+
 ``hello_gateway`` (module scope) serves a ``PluginHost`` with ``examples/hello`` as the
 plugin ``hello`` (in-process), no token: ``hello_gateway.host`` is that host.
 """
@@ -17,6 +20,7 @@ plugin ``hello`` (in-process), no token: ``hello_gateway.host`` is that host.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import threading
 import time
@@ -101,17 +105,28 @@ def serve_gateway() -> Iterator[Callable[..., GatewayServer]]:
             server.stop()
 
 
+@contextlib.contextmanager
+def serving(
+    serve_gateway: Callable[..., GatewayServer], name: str, source: str, **host_kwargs: Any
+) -> Iterator[GatewayServer]:
+    """A server of a fresh started host with the one plugin ``name`` (from ``source``)."""
+    host = PluginHost(**host_kwargs)
+    host.start()
+    try:
+        host.add(name, source)
+        server = serve_gateway(host)
+        try:
+            yield server
+        finally:
+            server.stop()
+    finally:
+        host.close()
+
+
 @pytest.fixture(scope="module")
 def hello_gateway(
     serve_gateway: Callable[..., GatewayServer],
 ) -> Iterator[GatewayServer]:
     """The hello example as plugin ``hello`` of a host, served without a token."""
-    host = PluginHost()
-    host.start()
-    host.add("hello", str(HELLO))
-    server = serve_gateway(host)
-    try:
+    with serving(serve_gateway, "hello", str(HELLO)) as server:
         yield server
-    finally:
-        server.stop()
-        host.close()

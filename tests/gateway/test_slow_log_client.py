@@ -16,10 +16,9 @@ from typing import Any
 
 import pytest
 
-from plugbridge import PluginHost
 from plugbridge.gateway.logstream import QUEUE_LIMIT
 
-from .conftest import REQUEST_TIMEOUT, GatewayServer
+from .conftest import REQUEST_TIMEOUT, GatewayServer, serving
 
 SPAMMER = """
     import logging
@@ -48,17 +47,9 @@ PADDING = 2000
 def server(tmp_path: Path, serve_gateway: Callable[..., GatewayServer]) -> Iterator[GatewayServer]:
     path = tmp_path / "spammer_plugin.py"
     path.write_text(textwrap.dedent(SPAMMER))
-    host = PluginHost(log_callback=_discard)  # not the stdlib logging: thousands of records
-    host.start()
-    try:
-        host.add("spammer", str(path))
-        server = serve_gateway(host)
-        try:
-            yield server
-        finally:
-            server.stop()
-    finally:
-        host.close()
+    # log_callback: not the stdlib logging, thousands of records
+    with serving(serve_gateway, "spammer", str(path), log_callback=_discard) as server:
+        yield server
 
 
 def _discard(level: object, target: str, message: str) -> None:

@@ -9,9 +9,7 @@ from collections.abc import Callable, Iterator
 import httpx
 import pytest
 
-from plugbridge import PluginHost
-
-from .conftest import GatewayServer
+from .conftest import GatewayServer, serving
 
 SLASHED_PLUGIN = """
     from plugbridge import Plugin, handler
@@ -40,17 +38,8 @@ def slashed(
 ) -> Iterator[GatewayServer]:
     path = tmp_path_factory.mktemp("slashed") / "slashed_plugin.py"
     path.write_text(textwrap.dedent(SLASHED_PLUGIN))
-    host = PluginHost()
-    host.start()
-    try:
-        host.add("s", str(path))
-        server = serve_gateway(host)
-        try:
-            yield server
-        finally:
-            server.stop()
-    finally:
-        host.close()
+    with serving(serve_gateway, "s", str(path)) as server:
+        yield server
 
 
 @pytest.fixture
