@@ -25,6 +25,7 @@ SECTIONS = (
     "bench_replicas",
     "bench_watch",
     "bench_gateway",
+    "bench_ray",
 )
 ROOT = Path(__file__).resolve().parent.parent
 HEADER = ("section", "benchmark", "median", "p99", "ratio", "target", "verdict")
