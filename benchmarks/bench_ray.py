@@ -24,6 +24,8 @@ import sys
 import tempfile
 import textwrap
 import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -64,11 +66,20 @@ def _bare_actor_class(ray: Any) -> Any:
     """The baseline actor, defined here so that Ray ships it by value (the ``benchmarks``
     package need not be importable in Ray's workers)."""
 
+    def reply(payload: bytes) -> bytes:
+        message = msgspec.json.decode(payload)["message"]
+        return msgspec.json.encode({"message": message, "length": len(message)})
+
     class BareEcho:
+        def __init__(self) -> None:
+            self.threads = ThreadPoolExecutor(4)
+
         async def echo(self, payload: bytes) -> bytes:
-            request = msgspec.json.decode(payload)
-            message = request["message"]
-            return msgspec.json.encode({"message": message, "length": len(message)})
+            return reply(payload)
+
+        async def echo_on_thread(self, payload: bytes) -> bytes:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self.threads, reply, payload)
 
         async def rss_bytes(self) -> int:
             with open("/proc/self/status") as status:
@@ -82,25 +93,29 @@ def _bare_actor_class(ray: Any) -> Any:
 
 def _latency(
     ray: Any, bare: Any, plugin: plugbridge.PluginHandle, blocks: int, per_block: int
-) -> tuple[list[float], list[float]]:
-    """Per-call seconds of the bare round trip and of ``handle.call``, alternating blocks."""
+) -> list[list[float]]:
+    """Per-call seconds of the bare round trip, of the same with the echo run on the
+    actor's thread pool, and of ``handle.call``, sampled in alternating blocks."""
     encode, decode = msgspec.json.encode, msgspec.json.decode
 
     def bare_call() -> object:
         return decode(ray.get(bare.echo.remote(encode(REQUEST))))
 
+    def bare_threaded_call() -> object:
+        return decode(ray.get(bare.echo_on_thread.remote(encode(REQUEST))))
+
     def plugin_call() -> object:
         return plugin.call("echo", REQUEST)
 
-    assert bare_call() == REPLY and plugin_call() == REPLY
-    sample(bare_call, 1, warmup=100)
-    sample(plugin_call, 1, warmup=100)
-    bare_s: list[float] = []
-    plugin_s: list[float] = []
+    calls = (bare_call, bare_threaded_call, plugin_call)
+    series: list[list[float]] = [[] for _ in calls]
+    for call in calls:
+        assert call() == REPLY
+        sample(call, 1, warmup=100)
     for _ in range(blocks):
-        bare_s += sample(bare_call, per_block, warmup=5)
-        plugin_s += sample(plugin_call, per_block, warmup=5)
-    return bare_s, plugin_s
+        for call, samples in zip(calls, series, strict=True):
+            samples.extend(sample(call, per_block, warmup=5))
+    return series
 
 
 async def _burst(plugin: plugbridge.PluginHandle, count: int) -> float:
@@ -112,18 +127,38 @@ async def _burst(plugin: plugbridge.PluginHandle, count: int) -> float:
     return count / elapsed
 
 
+async def _bare_burst(bare: Any, count: int) -> float:
+    """Calls per second of ``count`` concurrent bare actor calls, their refs awaited."""
+    encode, decode = msgspec.json.encode, msgspec.json.decode
+
+    async def one() -> object:
+        return decode(await bare.echo.remote(encode(REQUEST)))
+
+    start = time.perf_counter()
+    replies = await asyncio.gather(*(one() for _ in range(count)))
+    elapsed = time.perf_counter() - start
+    assert replies[0] == REPLY and len(replies) == count
+    return count / elapsed
+
+
 async def _throughput(
-    one: plugbridge.PluginHandle, many: plugbridge.PluginHandle, count: int, rounds: int
-) -> tuple[list[float], list[float]]:
-    """Rates of one actor and of the replicas, in alternating rounds on one loop."""
-    await _burst(one, count // 4)  # warm up
+    bare: Any, one: plugbridge.PluginHandle, many: plugbridge.PluginHandle, count: int, rounds: int
+) -> list[list[float]]:
+    """Rates of the bare actor, one plugin actor and the replicas, in alternating rounds
+    on one loop."""
+    bursts: tuple[Callable[[], Awaitable[float]], ...] = (
+        lambda: _bare_burst(bare, count),
+        lambda: _burst(one, count),
+        lambda: _burst(many, count),
+    )
+    await _bare_burst(bare, count // 4)  # warm up
+    await _burst(one, count // 4)
     await _burst(many, count // 4)
-    one_rates: list[float] = []
-    many_rates: list[float] = []
+    rates: list[list[float]] = [[] for _ in bursts]
     for _ in range(rounds):
-        one_rates.append(await _burst(one, count))
-        many_rates.append(await _burst(many, count))
-    return one_rates, many_rates
+        for burst, series in zip(bursts, rates, strict=True):
+            series.append(await burst())
+    return rates
 
 
 def _lifecycle(
@@ -182,19 +217,21 @@ def run(quick: bool = False) -> list[Row]:
             bare_class = _bare_actor_class(ray)
             bare = bare_class.remote()
             with plugbridge.load(source, isolation="ray") as plugin:
-                bare_s, call_s = _latency(ray, bare, plugin, blocks, per_block)
-            ray.kill(bare)
+                bare_s, threaded_s, call_s = _latency(ray, bare, plugin, blocks, per_block)
             with (
                 plugbridge.load(source, isolation="ray") as one,
                 plugbridge.load(source, isolation="ray", replicas=REPLICAS) as many,
             ):
-                one_rates, many_rates = asyncio.run(_throughput(one, many, in_flight, rounds))
+                bare_rates, one_rates, many_rates = asyncio.run(
+                    _throughput(bare, one, many, in_flight, rounds)
+                )
+            ray.kill(bare)
             starts, reloads, stops, rss = _lifecycle(source, lifecycle_rounds)
             bare_starts, bare_rss = _bare_lifecycle(ray, bare_class, lifecycle_rounds)
     finally:
         ray.shutdown()
-    bare_m, call_m = median(bare_s), median(call_s)
-    one_m, many_m = median(one_rates), median(many_rates)
+    bare_m, threaded_m, call_m = median(bare_s), median(threaded_s), median(call_s)
+    bare_rate, one_m, many_m = median(bare_rates), median(one_rates), median(many_rates)
     mib = 1024 * 1024
     return [
         Row(
@@ -203,6 +240,13 @@ def run(quick: bool = False) -> list[Row]:
             "(baseline)",
             us(bare_m),
             us(p99(bare_s)),
+        ),
+        Row(
+            SECTION,
+            "same bare method, echo run on the actor's thread pool (run_in_executor; reference)",
+            us(threaded_m),
+            us(p99(threaded_s)),
+            ratio(threaded_m, bare_m),
         ),
         Row(
             SECTION,
@@ -215,15 +259,23 @@ def run(quick: bool = False) -> list[Row]:
         ),
         Row(
             SECTION,
-            f"acall throughput, {in_flight} concurrent from one loop, one actor (baseline)",
+            f"bare actor, {in_flight} concurrent calls awaited from one loop (reference)",
+            f"{bare_rate:,.0f} calls/s",
+            note=f"rounds {[round(x) for x in bare_rates]}",
+        ),
+        Row(
+            SECTION,
+            f"acall throughput, {in_flight} concurrent from one loop, one actor "
+            "(baseline for replicas)",
             f"{one_m:,.0f} calls/s",
+            ratio=f"{ratio(one_m, bare_rate)} bare",
             note=f"rounds {[round(x) for x in one_rates]}",
         ),
         Row(
             SECTION,
             f"acall throughput, {in_flight} concurrent from one loop, replicas={REPLICAS}",
             f"{many_m:,.0f} calls/s",
-            ratio=ratio(many_m, one_m),
+            ratio=f"{ratio(many_m, one_m)} one actor",
             note=f"rounds {[round(x) for x in many_rates]}",
         ),
         Row(SECTION, "bare actor start (create to first answer)", ms(median(bare_starts))),
