@@ -9,9 +9,14 @@ The baseline is what a user would write without plugbridge: an *async* Ray actor
 plugbridge's actor is) whose method takes the request as JSON bytes and returns the reply
 as JSON bytes (msgspec, the same request and reply as the plugin's echo), called with
 ``ray.get`` from the host thread, the host encoding the request and decoding the reply as
-``handle.call`` does. The two are sampled in alternating blocks, so a busy machine
-disturbs both alike. The bare actor's start (create, first answer) and RSS are measured
-the same way as the plugin's, as references.
+``handle.call`` does. Two more bare methods say where a gap comes from: the same echo run
+on the actor's thread pool (as plugbridge runs a sync handler), and the same echo in the
+shape of plugbridge's actor call (four arguments, a 5-tuple answer: Ray serializes each
+argument and pickles the tuple). All are sampled in alternating blocks, so a busy machine
+disturbs them alike. For ``acall`` throughput, bare actor calls awaited from the same loop
+are a reference, and the host process's CPU per call says whether the host is the limit
+(then replicas cannot help). The bare actor's start (create, first answer) and RSS are
+measured the same way as the plugin's, as references.
 
 ``python -m benchmarks --only bench_ray [--quick]`` runs it alone.
 """
@@ -77,6 +82,11 @@ def _bare_actor_class(ray: Any) -> Any:
         async def echo(self, payload: bytes) -> bytes:
             return reply(payload)
 
+        async def echo_call_shaped(
+            self, call_id: int, key: str, payload: bytes, timeout: float | None
+        ) -> tuple[bool, bytes, str, int, int]:
+            return True, reply(payload), "", 0, 0
+
         async def echo_on_thread(self, payload: bytes) -> bytes:
             loop = asyncio.get_running_loop()
             return await loop.run_in_executor(self.threads, reply, payload)
@@ -95,11 +105,16 @@ def _latency(
     ray: Any, bare: Any, plugin: plugbridge.PluginHandle, blocks: int, per_block: int
 ) -> list[list[float]]:
     """Per-call seconds of the bare round trip, of the same with the echo run on the
-    actor's thread pool, and of ``handle.call``, sampled in alternating blocks."""
+    actor's thread pool, of the same shaped as plugbridge's actor call, and of
+    ``handle.call``, sampled in alternating blocks."""
     encode, decode = msgspec.json.encode, msgspec.json.decode
 
     def bare_call() -> object:
         return decode(ray.get(bare.echo.remote(encode(REQUEST))))
+
+    def bare_shaped_call() -> object:
+        answer = ray.get(bare.echo_call_shaped.remote(1, "echo", encode(REQUEST), None))
+        return decode(answer[1])
 
     def bare_threaded_call() -> object:
         return decode(ray.get(bare.echo_on_thread.remote(encode(REQUEST))))
@@ -107,7 +122,7 @@ def _latency(
     def plugin_call() -> object:
         return plugin.call("echo", REQUEST)
 
-    calls = (bare_call, bare_threaded_call, plugin_call)
+    calls = (bare_call, bare_threaded_call, bare_shaped_call, plugin_call)
     series: list[list[float]] = [[] for _ in calls]
     for call in calls:
         assert call() == REPLY
@@ -143,9 +158,10 @@ async def _bare_burst(bare: Any, count: int) -> float:
 
 async def _throughput(
     bare: Any, one: plugbridge.PluginHandle, many: plugbridge.PluginHandle, count: int, rounds: int
-) -> list[list[float]]:
+) -> tuple[list[list[float]], list[float]]:
     """Rates of the bare actor, one plugin actor and the replicas, in alternating rounds
-    on one loop."""
+    on one loop; and for each, the CPU time a call cost the host process (all its
+    threads, Ray's own included)."""
     bursts: tuple[Callable[[], Awaitable[float]], ...] = (
         lambda: _bare_burst(bare, count),
         lambda: _burst(one, count),
@@ -155,10 +171,13 @@ async def _throughput(
     await _burst(one, count // 4)
     await _burst(many, count // 4)
     rates: list[list[float]] = [[] for _ in bursts]
+    host_cpu = [0.0 for _ in bursts]
     for _ in range(rounds):
-        for burst, series in zip(bursts, rates, strict=True):
-            series.append(await burst())
-    return rates
+        for index, burst in enumerate(bursts):
+            before = time.process_time()
+            rates[index].append(await burst())
+            host_cpu[index] += time.process_time() - before
+    return rates, [cpu / (rounds * count) for cpu in host_cpu]
 
 
 def _lifecycle(
@@ -217,12 +236,14 @@ def run(quick: bool = False) -> list[Row]:
             bare_class = _bare_actor_class(ray)
             bare = bare_class.remote()
             with plugbridge.load(source, isolation="ray") as plugin:
-                bare_s, threaded_s, call_s = _latency(ray, bare, plugin, blocks, per_block)
+                bare_s, threaded_s, shaped_s, call_s = _latency(
+                    ray, bare, plugin, blocks, per_block
+                )
             with (
                 plugbridge.load(source, isolation="ray") as one,
                 plugbridge.load(source, isolation="ray", replicas=REPLICAS) as many,
             ):
-                bare_rates, one_rates, many_rates = asyncio.run(
+                (bare_rates, one_rates, many_rates), host_cpu = asyncio.run(
                     _throughput(bare, one, many, in_flight, rounds)
                 )
             ray.kill(bare)
@@ -231,6 +252,7 @@ def run(quick: bool = False) -> list[Row]:
     finally:
         ray.shutdown()
     bare_m, threaded_m, call_m = median(bare_s), median(threaded_s), median(call_s)
+    shaped_m = median(shaped_s)
     bare_rate, one_m, many_m = median(bare_rates), median(one_rates), median(many_rates)
     mib = 1024 * 1024
     return [
@@ -247,6 +269,14 @@ def run(quick: bool = False) -> list[Row]:
             us(threaded_m),
             us(p99(threaded_s)),
             ratio(threaded_m, bare_m),
+        ),
+        Row(
+            SECTION,
+            "same bare method in the shape of plugbridge's actor call: 4 arguments "
+            "(id, tag, bytes, timeout), a 5-tuple answer (reference)",
+            us(shaped_m),
+            us(p99(shaped_s)),
+            ratio(shaped_m, bare_m),
         ),
         Row(
             SECTION,
@@ -277,6 +307,11 @@ def run(quick: bool = False) -> list[Row]:
             f"{many_m:,.0f} calls/s",
             ratio=f"{ratio(many_m, one_m)} one actor",
             note=f"rounds {[round(x) for x in many_rates]}",
+        ),
+        Row(
+            SECTION,
+            f"host process CPU per call: bare / one actor / replicas={REPLICAS}",
+            " / ".join(f"{cpu * 1e6:.0f} µs" for cpu in host_cpu),
         ),
         Row(SECTION, "bare actor start (create to first answer)", ms(median(bare_starts))),
         Row(
