@@ -3,7 +3,7 @@ with replicas=4 against one actor, actor start / reload / shutdown time, memory 
 
 The section starts one local Ray of its own (2 CPUs, no dashboard, workers' output not
 forwarded; its files under a temp directory of its own, so it never meets another Ray on
-the machine) and shuts it down at the end.
+the machine) and shuts it down (and removes that directory) at the end.
 
 The baseline is what a user would write without plugbridge: an *async* Ray actor (as
 plugbridge's actor is) whose method takes the request as JSON bytes and returns the reply
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import sys
 import tempfile
 import textwrap
@@ -46,7 +47,6 @@ LATENCY_TARGET = 1.2
 REPLICAS = 4
 IN_FLIGHT = 1000
 """Concurrent ``acall``s per throughput round, all from one asyncio loop."""
-RAY_TEMP = os.path.join(tempfile.gettempdir(), "ray-bench")
 
 PLUGIN = """
 import msgspec
@@ -222,12 +222,13 @@ def run(quick: bool = False) -> list[Row]:
     rounds = 3 if quick else 5
     in_flight = IN_FLIGHT // 2 if quick else IN_FLIGHT
     lifecycle_rounds = 3 if quick else 5
+    ray_temp = tempfile.mkdtemp(prefix="ray-bench-")
     ray.init(
         address="local",
         num_cpus=2,
         include_dashboard=False,
         log_to_driver=False,
-        _temp_dir=RAY_TEMP,
+        _temp_dir=ray_temp,
     )
     try:
         with tempfile.TemporaryDirectory() as tmp:
@@ -251,6 +252,7 @@ def run(quick: bool = False) -> list[Row]:
             bare_starts, bare_rss = _bare_lifecycle(ray, bare_class, lifecycle_rounds)
     finally:
         ray.shutdown()
+        shutil.rmtree(ray_temp, ignore_errors=True)
     bare_m, threaded_m, call_m = median(bare_s), median(threaded_s), median(call_s)
     shaped_m = median(shaped_s)
     bare_rate, one_m, many_m = median(bare_rates), median(one_rates), median(many_rates)
