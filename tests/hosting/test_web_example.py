@@ -114,7 +114,10 @@ def _running(pid: int) -> bool:
 
 
 def test_the_web_example_serves_plugins_and_stops_them(server: Server) -> None:
+    # uvicorn says "Application startup complete" when the app's lifespan has started,
+    # *before* it binds the port; "Uvicorn running on" comes once it listens.
     server.wait_for_line("Application startup complete", START_BOUND)
+    server.wait_for_line("Uvicorn running on", START_BOUND)
     workers = [
         pid
         for pid in server.children()
