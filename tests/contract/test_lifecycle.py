@@ -219,7 +219,7 @@ def test_shutdown_lets_calls_in_flight_finish(
     plugin = plugbridge.load(write_plugin(SLOW), isolation=isolation)
     with ThreadPoolExecutor(4) as pool:
         futures = [pool.submit(plugin.call, "sleep", 0.3), pool.submit(plugin.call, "block", 0.3)]
-        time.sleep(0.1)
+        assert wait_until(lambda: plugin.in_flight == 2)
         plugin.shutdown(timeout=5)
         assert [f.result() for f in futures] == [0.3, 0.3]
     assert plugin.state is LifecycleState.STOPPED
@@ -232,10 +232,10 @@ def test_shutdown_cancels_calls_past_the_timeout(
     with ThreadPoolExecutor(4) as pool:
         async_call = pool.submit(plugin.call, "sleep", 60)
         sync_call = pool.submit(plugin.call, "block", 2, timeout=30)
-        time.sleep(0.2)
+        assert wait_until(lambda: plugin.in_flight == 2)
         start = time.monotonic()
-        plugin.shutdown(timeout=0.4)
-        assert time.monotonic() - start < 3.0
+        plugin.shutdown(timeout=1.0)  # both calls outlast it; room for a loaded machine
+        assert time.monotonic() - start < 4.0
         with pytest.raises(plugbridge.Cancelled) as info:
             async_call.result(timeout=5)
         assert info.value.code == 9
