@@ -49,6 +49,11 @@ CONTROL_WAIT = 5.0
 """Seconds a control request (level, statistics) waits for the actor's answer."""
 LATE_ASK = 0.5
 """Seconds a start that missed its deadline waits to learn how far it got."""
+HOST_DRAIN_SHARE = 0.5
+"""Share of the shutdown timeout during which the host, refusing new calls, lets the calls
+it already sent end before it asks the actor to stop. Ray does not order an actor's tasks
+across caller threads (and a call hops to an actor thread), so a stop sent at once could
+overtake a call sent just before it, which the stopping instance would then refuse."""
 FAILED_START_STOP = 0.5
 """Seconds a failed start spends collecting the actor's last records before killing it."""
 
@@ -323,10 +328,14 @@ class ActorSession:
             return None
         ray = self._ray
         problem: str | None = None
-        host_share = start + timeout * (1 + STOP_SHARE) / 2
+        drain_by = start + timeout * HOST_DRAIN_SHARE
+        while self._in_flight and time.monotonic() < drain_by:
+            time.sleep(0.002)
+        left = max(0.0, deadline - time.monotonic())
+        host_share = time.monotonic() + left * (1 + STOP_SHARE) / 2
         try:
             error = ray.get(
-                self.actor.stop.remote(timeout * STOP_SHARE),
+                self.actor.stop.remote(left * STOP_SHARE),
                 timeout=max(0.0, host_share - time.monotonic()),
             )
         except ray.exceptions.GetTimeoutError:
