@@ -10,11 +10,29 @@ import pytest
 
 from tests.ray.cluster import ray_cluster  # noqa: F401 (a fixture: Ray for the "ray" runs)
 
-ISOLATIONS = ["inprocess", "process", "ray"]
-"""Every promise test runs once per isolation mode listed here."""
+LOCAL_ISOLATIONS = ["inprocess", "process"]
+ISOLATIONS = [*LOCAL_ISOLATIONS, "ray"]
+"""Every promise test (tests/contract) runs once per isolation mode listed here."""
 
 
-@pytest.fixture(params=ISOLATIONS)
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Run each test that takes ``isolation`` once per mode: every mode for the contract
+    suite and for tests marked ``ray_too``; the two local modes for the rest. A Ray actor
+    runs the in-process transport, so the ray run of, say, each native error-mapping case
+    tests nothing the contract's ray run and tests/ray do not, and costs ~1 s; the marked
+    tests are those where Ray changes something (shipping, reload, logs, limits, stats)."""
+    if "isolation" not in metafunc.fixturenames or any(
+        "isolation" in str(mark.args[0]) for mark in metafunc.definition.iter_markers("parametrize")
+    ):
+        return
+    everywhere = (
+        metafunc.definition.get_closest_marker("ray_too") is not None
+        or metafunc.definition.path.parent.name == "contract"
+    )
+    metafunc.parametrize("isolation", ISOLATIONS if everywhere else LOCAL_ISOLATIONS, indirect=True)
+
+
+@pytest.fixture
 def isolation(request: pytest.FixtureRequest) -> str:
     if request.param == "ray":  # one Ray for the session, started by the first ray run
         request.getfixturevalue("ray_cluster")

@@ -20,6 +20,7 @@ def spec(release: bytes, **changes: Any) -> BundleSpec:
     return BundleSpec(libraries={(HERE, "release"): release}, **changes)
 
 
+@pytest.mark.ray_too
 def test_unsigned_bundle_loads_with_the_manifest_name_and_version(
     tmp_path: Path, hello_release: bytes, isolation: str
 ) -> None:
@@ -168,6 +169,7 @@ def test_manifest_that_is_not_json(tmp_path: Path, hello_release: bytes) -> None
         plugbridge.load(bundle)
 
 
+@pytest.mark.ray_too
 def test_reload_reads_and_verifies_the_bundle_again(
     tmp_path: Path, hello_release: bytes, hello_debug: bytes, isolation: str
 ) -> None:
@@ -203,6 +205,7 @@ def test_variant_must_be_a_string(tmp_path: Path, hello_release: bytes) -> None:
         plugbridge.load(bundle, variant=1)
 
 
+@pytest.mark.ray_too
 def test_load_leaves_no_file_behind_after_success_failure_and_shutdown(
     tmp_path: Path, own_temp_dir: Path, hello_release: bytes, isolation: str
 ) -> None:

@@ -33,6 +33,7 @@ def test_self_signed_bundle_without_trusted_keys(
         assert plugin.call("echo", {"message": "x"}) == {"message": "x", "length": 1}
 
 
+@pytest.mark.ray_too
 def test_trusted_bundle_with_a_pub_file_or_a_base64_key(
     tmp_path: Path, hello_release: bytes, keys: Keys, pub_file: Any, isolation: str
 ) -> None:

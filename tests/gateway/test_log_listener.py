@@ -7,6 +7,8 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 import plugbridge
 from plugbridge import LogLevel
 
@@ -45,6 +47,7 @@ class Heard:
             return [message for _, _, message in self.records]
 
 
+@pytest.mark.ray_too
 def test_listener_sees_what_the_level_lets_through(
     write_plugin: Callable[..., Path], isolation: str, capture: LogCapture
 ) -> None:
@@ -62,6 +65,7 @@ def test_listener_sees_what_the_level_lets_through(
         assert "too low" not in heard.messages()
 
 
+@pytest.mark.ray_too
 def test_listener_survives_a_reload_and_stops_when_removed(
     write_plugin: Callable[..., Path], isolation: str
 ) -> None:

@@ -512,6 +512,7 @@ def _closed_with_a_call_at_the_gate(
     return loop
 
 
+@pytest.mark.ray_too
 def test_a_loop_closed_before_its_answer_comes_is_not_kept_alive(
     gated: tuple[plugbridge.PluginHandle, AwaitableLog, Path],
 ) -> None:
@@ -526,6 +527,7 @@ def test_a_loop_closed_before_its_answer_comes_is_not_kept_alive(
     assert asyncio.run(handle.acall("echo", 1)) == 1
 
 
+@pytest.mark.ray_too
 def test_a_loop_closed_with_its_answer_queued_is_not_kept_alive(
     gated: tuple[plugbridge.PluginHandle, AwaitableLog, Path],
 ) -> None:

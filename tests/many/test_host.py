@@ -150,6 +150,7 @@ def test_a_required_failure_makes_start_raise_and_leaves_nothing_running(
     ]
 
 
+@pytest.mark.ray_too
 def test_an_optional_failure_is_listed_and_served_by_the_same_handle_once_fixed(
     tmp_path: Path, host_file: Callable[..., Path], isolation: str
 ) -> None:

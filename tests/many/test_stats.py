@@ -91,6 +91,7 @@ class Gate:
         self.path.touch()
 
 
+@pytest.mark.ray_too
 def test_counts_are_exact_from_many_threads(plugin_path: Path, isolation: str) -> None:
     threads, per_thread = 8, (2_000 if isolation == "inprocess" else 150)
     failures_each = per_thread // 10
@@ -183,6 +184,7 @@ def test_every_call_form_is_counted(plugin_path: Path, isolation: str) -> None:
     }
 
 
+@pytest.mark.ray_too
 def test_calls_refused_before_running_are_errors_not_calls(
     plugin_path: Path, isolation: str
 ) -> None:
@@ -264,6 +266,7 @@ def test_calls_to_a_failed_optional_plugin_are_errors_not_calls(
     assert (stats.calls, stats.errors) == (1, {"INVALID_STATE": 3})
 
 
+@pytest.mark.ray_too
 def test_stats_survive_reloads_and_count_them(plugin_path: Path, isolation: str) -> None:
     with _load(plugin_path, isolation) as plugin:
         for i in range(3):
@@ -323,6 +326,7 @@ def test_a_call_retried_across_reloads_counts_once(plugin_path: Path) -> None:
 
 
 @pytest.mark.parametrize("limit", [0, 10], ids=["unlimited", "limited"])
+@pytest.mark.ray_too
 def test_in_flight_counts_blocked_calls(
     plugin_path: Path, isolation: str, tmp_path: Path, limit: int
 ) -> None:

@@ -207,6 +207,7 @@ def test_bad_message_ids_are_unknown_and_take_no_slot(hello_c: Path, isolation: 
         assert p.rejected_request_count == 0 and p.in_flight == 0
 
 
+@pytest.mark.ray_too
 def test_every_response_is_freed_exactly_once(plugin: plugbridge.PluginHandle) -> None:
     """Successes, errors, timed-out calls and acalls: the library's count of responses not
     yet handed back to rb_response_free returns to 0 (a double free would make it < 0)."""
@@ -234,6 +235,7 @@ def test_every_response_is_freed_exactly_once(plugin: plugbridge.PluginHandle) -
     assert outstanding(plugin) == 0
 
 
+@pytest.mark.ray_too
 def test_calls_run_in_parallel(hello_c: Path, isolation: str) -> None:
     """The GIL is released around plugin_call_raw: 4 sleeping calls are all inside C before
     any returns (and each one's DEBUG record reaches the instance's callback)."""
@@ -345,6 +347,7 @@ def test_after_shutdown_is_invalid_state(
         assert p.in_flight == 0
 
 
+@pytest.mark.ray_too
 def test_call_in_flight_at_shutdown_is_cancelled(hello_c: Path, isolation: str) -> None:
     # The call sleeps far longer than the shutdown allows; the shutdown leaves room for the
     # cancellation and plugin_shutdown on a loaded machine (the ray actor gets 80 % of it).
@@ -365,6 +368,7 @@ def test_call_in_flight_at_shutdown_is_cancelled(hello_c: Path, isolation: str) 
     assert [type(e) for e in outcome] == [plugbridge.Cancelled]
 
 
+@pytest.mark.ray_too
 def test_library_without_the_binary_transport(hello_c_without_raw: Path, isolation: str) -> None:
     with plugbridge.load(
         hello_c_without_raw, config={"max_concurrent_ops": 1}, isolation=isolation
@@ -380,6 +384,7 @@ def test_library_without_the_binary_transport(hello_c_without_raw: Path, isolati
         assert p.call("echo", {"message": "json still works"})["length"] == 16
 
 
+@pytest.mark.ray_too
 def test_raw_calls_go_to_the_new_instance_after_reload(hello_c: Path, isolation: str) -> None:
     with plugbridge.load(hello_c, isolation=isolation) as p, ThreadPoolExecutor(1) as pool:
         running = pool.submit(p.call_raw, MSG_SLEEP, sleep_request(500))

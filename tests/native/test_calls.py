@@ -36,6 +36,7 @@ def plugin(hello_c: Path, isolation: str) -> Iterator[plugbridge.PluginHandle]:
         yield handle
 
 
+@pytest.mark.ray_too
 def test_every_message_type(plugin: plugbridge.PluginHandle) -> None:
     assert plugin.state is LifecycleState.ACTIVE
     assert plugin.metadata.name == "hello_c"
@@ -115,6 +116,7 @@ def test_unencodable_request_is_a_serialization_error(plugin: plugbridge.PluginH
     assert plugin.call("echo", {"message": "ok"}) == {"message": "ok", "length": 2}
 
 
+@pytest.mark.ray_too
 def test_eight_threads_are_inside_the_library_at_once(hello_c: Path, isolation: str) -> None:
     # Each call waits inside C until 8 calls are in there together: this only succeeds if
     # the calls really run in parallel (the GIL released around the native call).
@@ -131,6 +133,7 @@ def test_eight_threads_are_inside_the_library_at_once(hello_c: Path, isolation: 
         assert all(pool.map(many, range(8)))
 
 
+@pytest.mark.ray_too
 def test_timeout_keeps_the_slot_until_the_native_call_returns(
     hello_c: Path, isolation: str
 ) -> None:
@@ -164,6 +167,7 @@ def test_acall_timeout(plugin: plugbridge.PluginHandle) -> None:
     assert plugin.call("math.add", {"a": 1, "b": 1}) == {"result": 2}
 
 
+@pytest.mark.ray_too
 def test_concurrency_limit_refuses_at_once(hello_c: Path, isolation: str) -> None:
     capture = LogCapture()
     config = {"max_concurrent_ops": 2, "log_level": "debug"}

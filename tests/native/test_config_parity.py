@@ -42,6 +42,7 @@ def seen(library: Path, isolation: str, config: dict[str, Any]) -> dict[str, Any
     return answer
 
 
+@pytest.mark.ray_too
 def test_create_with_config_sees_data_and_init_params(hello_c: Path, isolation: str) -> None:
     """A plugin that builds itself from its config sees ``data`` at creation, with exactly
     the JSON plugin_init gets next."""
@@ -89,6 +90,7 @@ def test_library_without_create_with_config_gets_the_config_at_init(
     }
 
 
+@pytest.mark.ray_too
 def test_reload_creates_with_the_config_again(hello_c: Path, isolation: str) -> None:
     config = {"data": {"v": 1}, "init_params": {"p": True}}
     with plugbridge.load(hello_c, config=config, isolation=isolation) as plugin:  # type: ignore[arg-type]

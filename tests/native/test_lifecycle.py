@@ -74,6 +74,7 @@ def test_copies_are_private_and_unmapped_at_shutdown(hello_c: Path) -> None:
     assert private_copies_mapped() == before
 
 
+@pytest.mark.ray_too
 def test_reload_takes_the_library_as_it_is_on_disk_now(
     hello_c: Path, tmp_path: Path, isolation: str
 ) -> None:
@@ -89,6 +90,7 @@ def test_reload_takes_the_library_as_it_is_on_disk_now(
         assert plugin.call("math.add", {"a": 2, "b": 3}) == {"result": 5}
 
 
+@pytest.mark.ray_too
 def test_failed_init_leaves_nothing_behind(hello_c: Path, isolation: str) -> None:
     threads, mapped = threading.active_count(), private_copies_mapped()
     with pytest.raises(plugbridge.InitializationFailed, match="plugin_init"):
@@ -98,6 +100,7 @@ def test_failed_init_leaves_nothing_behind(hello_c: Path, isolation: str) -> Non
     assert private_copies_on_disk() == []
 
 
+@pytest.mark.ray_too
 def test_library_without_the_abi_is_refused(tmp_path: Path, isolation: str) -> None:
     mapped = private_copies_mapped()
     with pytest.raises(plugbridge.InitializationFailed, match="plugin_create"):
@@ -110,6 +113,7 @@ def test_missing_library_is_refused(tmp_path: Path, isolation: str) -> None:
         plugbridge.load(tmp_path / "libmissing.so", isolation=isolation)
 
 
+@pytest.mark.ray_too
 def test_hung_plugin_shutdown_is_abandoned_on_time(hello_c: Path, isolation: str) -> None:
     mapped = private_copies_mapped()
     capture = LogCapture()
@@ -168,6 +172,7 @@ def test_native_segfault_is_contained_in_process_mode(hello_c: Path) -> None:
     assert threading.main_thread().is_alive()  # the host survived the segfault
 
 
+@pytest.mark.ray_too
 def test_old_instance_is_silent_after_a_reload_even_if_its_shutdown_hangs(
     hello_c: Path, isolation: str
 ) -> None:

@@ -25,6 +25,7 @@ def echo_records(capture: LogCapture) -> list[str]:
     return [m for m in capture.messages() if m.startswith("Handling echo request")]
 
 
+@pytest.mark.ray_too
 def test_two_instances_keep_their_own_callback_and_level(hello_c: Path, isolation: str) -> None:
     a_log, b_log = LogCapture(), LogCapture()
     a = plugbridge.load(
@@ -52,6 +53,7 @@ def test_two_instances_keep_their_own_callback_and_level(hello_c: Path, isolatio
         b.shutdown()
 
 
+@pytest.mark.ray_too
 def test_concurrent_instances_never_cross_talk(hello_c: Path, isolation: str) -> None:
     logs = [LogCapture() for _ in range(3)]
     handles = [
@@ -99,6 +101,7 @@ def test_level_change_applies_to_the_next_record(hello_c: Path, isolation: str) 
         assert capture.messages()[-1] == "Creating user: u (e)"
 
 
+@pytest.mark.ray_too
 def test_level_survives_reload(hello_c: Path, isolation: str) -> None:
     capture = LogCapture()
     with plugbridge.load(hello_c, log_callback=capture, isolation=isolation) as plugin:
@@ -108,6 +111,7 @@ def test_level_survives_reload(hello_c: Path, isolation: str) -> None:
         assert echo_records(capture) == ["Handling echo request: after reload"]
 
 
+@pytest.mark.ray_too
 def test_no_callback_after_shutdown_and_the_other_instance_goes_on(
     hello_c: Path, isolation: str
 ) -> None:
