@@ -19,6 +19,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import contextvars
+import dis
 import logging
 import threading
 import time
@@ -163,6 +164,8 @@ class LogSink:
                 try:
                     listener(level, target, message)
                 except BaseException as exc:  # contained, as a callback's failure is
+                    if _is_ctrl_c(exc):
+                        raise
                     self._report_listener_failure(exc)
         finally:
             if outer is None:
@@ -239,6 +242,8 @@ class LogSink:
             else:
                 self.callback(level, target, message)
         except BaseException as exc:  # SystemExit, KeyboardInterrupt too: the host's, not ours
+            if _is_ctrl_c(exc):
+                raise
             self._report_callback_failure(exc)
         finally:
             attributed_instance.set(previous)
@@ -282,6 +287,33 @@ class LogSink:
             self._take(held, max(0.0, close_by - time.monotonic()))
         if held:
             self._close_by = None
+
+
+def _is_ctrl_c(exc: BaseException) -> bool:
+    """A Ctrl-C that landed on the main thread while it ran a callback or listener.
+
+    Python raises Ctrl-C in the main thread wherever it is; one that lands while a callback
+    runs there interrupts what the main thread was doing (a call, a shutdown), so it goes on
+    up. A callback that raises ``KeyboardInterrupt`` itself (a ``raise`` statement, on any
+    thread) has failed like any other, and is contained. The two differ in where the
+    exception began: a ``raise`` statement is its innermost frame's current instruction,
+    while a signal's ``KeyboardInterrupt`` is raised by the handler Python runs between
+    instructions or inside a call that was waiting, never at a ``raise``.
+    """
+    if not isinstance(exc, KeyboardInterrupt):
+        return False
+    if threading.current_thread() is not threading.main_thread():  # not cached: fork moves it
+        return False
+    innermost = exc.__traceback__
+    if innermost is None:
+        return True
+    while innermost.tb_next is not None:
+        innermost = innermost.tb_next
+    code = innermost.tb_frame.f_code.co_code
+    return not (0 <= innermost.tb_lasti < len(code) and code[innermost.tb_lasti] == _RAISE)
+
+
+_RAISE = dis.opmap["RAISE_VARARGS"]
 
 
 class InstanceLog:
