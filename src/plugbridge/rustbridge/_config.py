@@ -40,8 +40,12 @@ class PluginConfig:
         return self
 
     def log_level(self, level: LogLevel | str) -> PluginConfig:
-        """``level``: a ``LogLevel`` or its name (kept lower-cased, unchecked)."""
-        self._log_level = level.to_string() if isinstance(level, LogLevel) else level.lower()
+        """``level``: a ``LogLevel`` or its name (kept lower-cased, unchecked). rustbridge's
+        and plugbridge's own ``LogLevel`` members are read by their number too."""
+        if isinstance(level, str):
+            self._log_level = level.lower()
+        else:
+            self._log_level = LogLevel(int(level)).to_string()
         return self
 
     def max_concurrent_ops(self, max_ops: int) -> PluginConfig:
