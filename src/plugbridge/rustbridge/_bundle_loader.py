@@ -34,7 +34,7 @@ import os
 import shutil
 import stat
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -58,12 +58,9 @@ from ._minisign import MinisignVerifier
 
 if TYPE_CHECKING:
     from ._config import PluginConfig
-    from ._levels import LogLevel
-    from ._plugin import NativePlugin
+    from ._plugin import LogCallbackFn, NativePlugin
 
-LogCallbackFn = Callable[["LogLevel", str, str], None]
-
-__all__ = ["BundleLoader", "LogCallbackFn"]
+__all__ = ["BundleLoader"]
 
 KeySpec = str | os.PathLike[str]
 
