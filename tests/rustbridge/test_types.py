@@ -168,3 +168,34 @@ def test_ffi_buffer_methods() -> None:
         "",
     )
     assert FfiBuffer(ctypes.cast(data, ctypes.POINTER(ctypes.c_uint8)), 0, 5, 0).is_empty()
+
+
+def test_the_public_names_are_rustbridges() -> None:
+    """Every name rustbridge exports is exported here (``from rustbridge import X`` becomes
+    ``from plugbridge.rustbridge import X``), and nothing else."""
+    import plugbridge.rustbridge as facade
+
+    assert sorted(facade.__all__) == sorted(rustbridge.__all__)
+    assert all(hasattr(facade, name) for name in facade.__all__)
+
+
+def test_every_public_method_of_rustbridge_is_here() -> None:
+    """Same public methods and properties on each class, with the same parameters first
+    (plugbridge's extras come after them, keyword-only)."""
+    import inspect
+
+    import plugbridge.rustbridge as facade
+
+    for name in ("NativePlugin", "NativePluginLoader", "PluginConfig", "ResponseEnvelope"):
+        ours, theirs = getattr(facade, name), getattr(rustbridge, name)
+        public = [m for m in vars(theirs) if not m.startswith("_")]
+        for member in public:
+            assert hasattr(ours, member), f"{name}.{member}"
+            theirs_member = inspect.getattr_static(theirs, member)
+            if isinstance(theirs_member, staticmethod | classmethod) or inspect.isfunction(
+                theirs_member
+            ):
+                ours_params = inspect.signature(getattr(ours, member)).parameters
+                theirs_params = inspect.signature(getattr(theirs, member)).parameters
+                positional = [p for p in ours_params.values() if p.kind != p.KEYWORD_ONLY]
+                assert [p.name for p in positional] == list(theirs_params), f"{name}.{member}"

@@ -11,21 +11,29 @@ left on disk, and plugbridge's options (``isolation="process"``, call timeouts, 
 keys) are keyword-only arguments with rustbridge's behaviour when left out.
 """
 
+from ._bundle_loader import BundleLoader
 from ._config import PluginConfig
 from ._envelope import ResponseEnvelope
 from ._exception import PluginException
 from ._ffi import FfiBuffer
 from ._levels import LifecycleState, LogLevel
 from ._loader import NativePluginLoader
+from ._manifest import BundleManifest, PlatformInfo, SchemaInfo
+from ._minisign import MinisignVerifier
 from ._plugin import NativePlugin
 
 __all__ = [
+    "BundleLoader",
+    "BundleManifest",
     "FfiBuffer",
     "LifecycleState",
     "LogLevel",
+    "MinisignVerifier",
     "NativePlugin",
     "NativePluginLoader",
+    "PlatformInfo",
     "PluginConfig",
     "PluginException",
     "ResponseEnvelope",
+    "SchemaInfo",
 ]
