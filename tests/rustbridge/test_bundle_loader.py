@@ -331,6 +331,23 @@ def test_load_variant_with_config_loads_that_variant_with_that_config(
         assert caught.value.error_code == 6
 
 
+def test_plugbridges_timeouts_reach_the_plugin_as_keywords(signed: Path) -> None:
+    config = PluginConfig.defaults()
+    loader = BundleLoader()
+    with loader.load(signed) as plain:
+        assert plain.handle.config.call_timeout is None  # rustbridge's: no limit
+    with loader.load_variant_with_config(
+        signed, "debug", config, call_timeout=0.05, start_timeout=7.0
+    ) as plugin:
+        assert (plugin.handle.config.call_timeout, plugin.handle.config.start_timeout) == (
+            0.05,
+            7.0,
+        )
+        with pytest.raises(PluginException) as caught:
+            plugin.call("test.sleep", json.dumps({"duration_ms": 300}))
+        assert caught.value.error_code == 10
+
+
 def test_a_missing_variant_or_platform_is_a_plugin_exception_naming_what_there_is(
     signed: Path, tmp_path: Path, release_lib: bytes
 ) -> None:
@@ -548,13 +565,16 @@ def test_the_jni_bridge_extracts_as_rustbridges(signed: Path, tmp_path: Path) ->
         BundleLoader().extract_jni_bridge(signed, tmp_path / "o")
 
 
-@pytest.mark.parametrize("case", ["no-bridge", "other-platform", "tampered", "unsigned"])
+@pytest.mark.parametrize(
+    "case", ["no-bridge", "no-bridge-unsigned", "other-platform", "tampered", "unsigned"]
+)
 def test_a_jni_bridge_that_is_absent_or_bad_is_refused_by_both(
     tmp_path: Path, release_lib: bytes, pairs: Keys, case: str
 ) -> None:
-    made = spec(release_lib, sign_with=pairs["publisher"][0])
+    signer = None if case == "no-bridge-unsigned" else pairs["publisher"][0]
+    made = spec(release_lib, sign_with=signer)
     bridges = made.manifest_extra["bridges"]["jni"]
-    if case == "no-bridge":
+    if case.startswith("no-bridge"):
         del made.manifest_extra["bridges"]
     elif case == "other-platform":
         bridges["windows-x86_64"] = bridges.pop(HERE)
@@ -566,6 +586,7 @@ def test_a_jni_bridge_that_is_absent_or_bad_is_refused_by_both(
     bundle = write_zip(tmp_path / "b.rbp", entries)
     messages = {
         "no-bridge": "Bundle does not contain a JNI bridge library",
+        "no-bridge-unsigned": "Bundle does not contain a JNI bridge library",  # not "no key"
         "other-platform": f"JNI bridge not available for platform: {HERE}",
         "tampered": "[Cc]hecksum",
         "unsigned": "minisig",
@@ -575,4 +596,4 @@ def test_a_jni_bridge_that_is_absent_or_bad_is_refused_by_both(
     with pytest.raises(PluginException, match=messages[case]):
         BundleLoader().extract_jni_bridge(bundle, tmp_path / "o")
     assert not (tmp_path / "o").exists()
-    assert BundleLoader().has_jni_bridge(bundle) is (case != "no-bridge")
+    assert BundleLoader().has_jni_bridge(bundle) is not case.startswith("no-bridge")

@@ -337,16 +337,16 @@ class BundleLoader:
 
     def _verified_bridge(self, bundle_path: str | Path) -> tuple[str, bytes]:
         """The JNI bridge library of this platform's default variant, checked by the same
-        rule as a plugin library (``_bundle.verify``'s), in memory."""
-        path = _existing(bundle_path)
-        keys = self._signature_keys(path)
-        policy = _Signatures(keys)
+        rule as a plugin library (``_bundle.verify``'s), in memory. A bundle without one
+        says so before any signature is looked at, as in rustbridge."""
+        if not self.has_jni_bridge(bundle_path):
+            raise PluginException("Bundle does not contain a JNI bridge library")
+        path = Path(bundle_path)
+        policy = _Signatures(self._signature_keys(path))
         try:
             with BundleArchive(path) as archive:
                 manifest = _read_manifest(archive, policy)
                 bridges = BundleManifest.from_model(manifest).bridges or BridgeInfo()
-                if not bridges.jni:
-                    raise PluginException("Bundle does not contain a JNI bridge library")
                 key = self.get_current_platform()
                 found = bridges.jni.get(key)
                 if found is None:
