@@ -22,10 +22,14 @@ from typing import Any
 import pytest
 
 from plugbridge._bundle.minisign import PublicKey, SecretKey, sign
-from plugbridge.rustbridge._bundle_loader import BundleLoader, remove_temp_dirs
-from plugbridge.rustbridge._config import PluginConfig
-from plugbridge.rustbridge._exception import PluginException
-from plugbridge.rustbridge._levels import LifecycleState, LogLevel
+from plugbridge.rustbridge import (
+    BundleLoader,
+    LifecycleState,
+    LogLevel,
+    PluginConfig,
+    PluginException,
+)
+from plugbridge.rustbridge._bundle_loader import remove_temp_dirs
 from tests.bundles.conftest import (  # noqa: F401 (fixtures)
     HERE,
     LIB_FILE,
@@ -487,7 +491,7 @@ def test_extract_library_to_temp_is_there_until_removed(
 def test_temp_extractions_are_gone_when_the_interpreter_exits(signed: Path, tmp_path: Path) -> None:
     script = (
         "import sys\n"
-        "from plugbridge.rustbridge._bundle_loader import BundleLoader\n"
+        "from plugbridge.rustbridge import BundleLoader\n"
         "loader = BundleLoader()\n"
         "print(loader.extract_library_to_temp(sys.argv[1]))\n"
         "print(loader.extract_jni_bridge_to_temp(sys.argv[1]))\n"

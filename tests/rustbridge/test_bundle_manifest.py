@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from plugbridge.rustbridge._exception import PluginException
-from plugbridge.rustbridge._manifest import BundleManifest, PlatformInfo, SchemaInfo, VariantInfo
+from plugbridge.rustbridge import BundleManifest, PlatformInfo, PluginException, SchemaInfo
+from plugbridge.rustbridge._manifest import VariantInfo
 
 rustbridge = pytest.importorskip("rustbridge", reason="the dev extra installs rustbridge")
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from plugbridge.rustbridge._minisign import MinisignVerifier
+from plugbridge.rustbridge import MinisignVerifier
 
 rustbridge = pytest.importorskip("rustbridge", reason="the dev extra installs rustbridge")
 
