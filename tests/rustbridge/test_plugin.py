@@ -14,6 +14,8 @@ import ctypes
 import gc
 import json
 import struct
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -382,3 +384,40 @@ def test_a_crash_in_a_worker_is_a_plugin_exception(hello_c: Path) -> None:
         _, code = failure(lambda: plugin.call("test.crash", "{}"))
         assert code == int(plugbridge.ErrorCode.PLUGIN_CRASHED)
         assert plugin.state is LifecycleState.FAILED
+
+
+EXIT_SCRIPT = """
+import sys
+from plugbridge.rustbridge import NativePluginLoader, PluginConfig
+
+def on_log(level, target, message):
+    print(f"{sys.argv[3]}: {message}", flush=True)
+
+kept = NativePluginLoader.load_with_config(
+    sys.argv[1], PluginConfig.defaults(), on_log, isolation=sys.argv[2]
+)
+cycle = [NativePluginLoader.load(sys.argv[1], isolation=sys.argv[2])]
+cycle.append(cycle)  # collected late, if at all
+print(kept.call("echo", '{"message": "bye"}'), flush=True)
+"""
+
+
+def test_plugins_left_open_are_shut_down_at_exit(
+    hello_c: Path, isolation: str, tmp_path: Path
+) -> None:
+    """As rustbridge's finalizer: a plugin still open when the program ends is shut down
+    (its plugin_shutdown runs, its log callback sees it), and the exit does not hang."""
+    script = tmp_path / "exit_open.py"
+    script.write_text(EXIT_SCRIPT)
+    done = subprocess.run(
+        [sys.executable, str(script), str(hello_c), isolation, "kept"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert '{"message":"bye","length":3}' in lines
+    assert lines[-2:] == ["kept: HelloPlugin (C) stopping", "kept: HelloPlugin (C) stopped"]

@@ -11,11 +11,22 @@ the plugin swaps them for ones that raise "Plugin has been closed"; a library wi
 binary transport gets a ``call_raw_bytes`` that says so. The methods of the class with the
 same names do the same work the slow way (for ``NativePlugin.call(plugin, ...)`` and for
 reading).
+
+Plugins nobody closed. rustbridge's host shuts a plugin down when it is garbage-collected,
+at interpreter exit too. Here a plugin dropped while the program runs is shut down by
+``__del__``; the ones still open when the program ends are shut down by an ``atexit`` hook
+(while threads can still start: plugbridge's shutdown needs one), and a finalizer that runs
+later than that, as the interpreter tears its modules down, does nothing: starting a thread
+then would hang the exit.
 """
 
 from __future__ import annotations
 
+import atexit
 import ctypes
+import json
+import sys
+import weakref
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any, TypeVar
@@ -34,6 +45,9 @@ CLOSED = "Plugin has been closed"
 NO_BINARY_TRANSPORT = "Binary transport not supported by this library"
 _STATES = tuple(LifecycleState)
 _OFF = int(LogLevel.OFF)
+
+_open: weakref.WeakSet[NativePlugin] = weakref.WeakSet()
+"""Plugins not shut down yet (for the exit hook)."""
 
 
 class NativePlugin:
@@ -61,6 +75,7 @@ class NativePlugin:
         fast["call_raw_bytes"] = (
             _raw_caller(handle.call_raw) if binary_transport else _refuser(NO_BINARY_TRANSPORT)
         )
+        _open.add(self)
 
     # -- calls ---------------------------------------------------------------------------
 
@@ -76,8 +91,6 @@ class NativePlugin:
     def call_typed(self, type_tag: str, request: Any, response_type: type[T] | None = None) -> Any:
         """``call`` with ``json.dumps(request)``; the response decoded with ``json.loads``
         (``response_type`` is not used, as in rustbridge)."""
-        import json
-
         del response_type
         return json.loads(self.call(type_tag, json.dumps(request)))
 
@@ -154,6 +167,7 @@ class NativePlugin:
         if self._closed:
             return True
         self._closed = True
+        _open.discard(self)
         fast = vars(self)
         fast["call"] = fast["call_raw_bytes"] = _refuser(CLOSED)
         try:
@@ -183,9 +197,16 @@ class NativePlugin:
 
     def __del__(self) -> None:
         # A plugin dropped without close() is shut down here (``shutdown`` never raises);
-        # a half-built one has nothing to stop.
-        if not vars(self).get("_closed", True):
+        # a half-built one has nothing to stop; past the exit hook nothing can be.
+        if not vars(self).get("_closed", True) and not sys.is_finalizing():
             self.shutdown()
+
+
+@atexit.register
+def _shut_down_open_plugins() -> None:
+    """At exit: shut down the plugins still open, as rustbridge's finalizers would."""
+    for plugin in list(_open):
+        plugin.shutdown()
 
 
 def _json_caller(call_json: Callable[[str, str], str]) -> Callable[[str, str], str]:
