@@ -9,14 +9,13 @@ The baseline is what a user would write without plugbridge: an *async* Ray actor
 plugbridge's actor is) whose method takes the request as JSON bytes and returns the reply
 as JSON bytes (msgspec, the same request and reply as the plugin's echo), called with
 ``ray.get`` from the host thread, the host encoding the request and decoding the reply as
-``handle.call`` does. Two more bare methods say where a gap comes from: the same echo run
-on the actor's thread pool (as plugbridge runs a sync handler), and the same echo in the
-shape of plugbridge's actor call (four arguments, a 5-tuple answer: Ray serializes each
-argument and pickles the tuple). All are sampled in alternating blocks, so a busy machine
-disturbs them alike. For ``acall`` throughput, bare actor calls awaited from the same loop
-are a reference, and the host process's CPU per call says whether the host is the limit
-(then replicas cannot help). The bare actor's start (create, first answer) and RSS are
-measured the same way as the plugin's, as references.
+``handle.call`` does. One more bare method says where a gap comes from: the same echo run
+on the actor's thread pool (as plugbridge runs a sync handler). All are sampled in
+alternating blocks, so a busy machine disturbs them alike. For ``acall`` throughput, bare
+actor calls awaited from the same loop are a reference, and the host process's CPU per
+call says whether the host is the limit (then replicas cannot help). The bare actor's
+start (create, first answer) and RSS are measured the same way as the plugin's, as
+references.
 
 ``python -m benchmarks --only bench_ray [--quick]`` runs it alone.
 """
@@ -82,11 +81,6 @@ def _bare_actor_class(ray: Any) -> Any:
         async def echo(self, payload: bytes) -> bytes:
             return reply(payload)
 
-        async def echo_call_shaped(
-            self, call_id: int, key: str, payload: bytes, timeout: float | None
-        ) -> tuple[bool, bytes, str, int, int]:
-            return True, reply(payload), "", 0, 0
-
         async def echo_on_thread(self, payload: bytes) -> bytes:
             loop = asyncio.get_running_loop()
             return await loop.run_in_executor(self.threads, reply, payload)
@@ -105,16 +99,11 @@ def _latency(
     ray: Any, bare: Any, plugin: plugbridge.PluginHandle, blocks: int, per_block: int
 ) -> list[list[float]]:
     """Per-call seconds of the bare round trip, of the same with the echo run on the
-    actor's thread pool, of the same shaped as plugbridge's actor call, and of
-    ``handle.call``, sampled in alternating blocks."""
+    actor's thread pool, and of ``handle.call``, sampled in alternating blocks."""
     encode, decode = msgspec.json.encode, msgspec.json.decode
 
     def bare_call() -> object:
         return decode(ray.get(bare.echo.remote(encode(REQUEST))))
-
-    def bare_shaped_call() -> object:
-        answer = ray.get(bare.echo_call_shaped.remote(1, "echo", encode(REQUEST), None))
-        return decode(answer[1])
 
     def bare_threaded_call() -> object:
         return decode(ray.get(bare.echo_on_thread.remote(encode(REQUEST))))
@@ -122,7 +111,7 @@ def _latency(
     def plugin_call() -> object:
         return plugin.call("echo", REQUEST)
 
-    calls = (bare_call, bare_threaded_call, bare_shaped_call, plugin_call)
+    calls = (bare_call, bare_threaded_call, plugin_call)
     series: list[list[float]] = [[] for _ in calls]
     for call in calls:
         assert call() == REPLY
@@ -237,9 +226,7 @@ def run(quick: bool = False) -> list[Row]:
             bare_class = _bare_actor_class(ray)
             bare = bare_class.remote()
             with plugbridge.load(source, isolation="ray") as plugin:
-                bare_s, threaded_s, shaped_s, call_s = _latency(
-                    ray, bare, plugin, blocks, per_block
-                )
+                bare_s, threaded_s, call_s = _latency(ray, bare, plugin, blocks, per_block)
             with (
                 plugbridge.load(source, isolation="ray") as one,
                 plugbridge.load(source, isolation="ray", replicas=REPLICAS) as many,
@@ -254,7 +241,6 @@ def run(quick: bool = False) -> list[Row]:
         ray.shutdown()
         shutil.rmtree(ray_temp, ignore_errors=True)
     bare_m, threaded_m, call_m = median(bare_s), median(threaded_s), median(call_s)
-    shaped_m = median(shaped_s)
     bare_rate, one_m, many_m = median(bare_rates), median(one_rates), median(many_rates)
     mib = 1024 * 1024
     return [
@@ -271,14 +257,6 @@ def run(quick: bool = False) -> list[Row]:
             us(threaded_m),
             us(p99(threaded_s)),
             ratio(threaded_m, bare_m),
-        ),
-        Row(
-            SECTION,
-            "same bare method in the shape of plugbridge's actor call: 4 arguments "
-            "(id, tag, bytes, timeout), a 5-tuple answer (reference)",
-            us(shaped_m),
-            us(p99(shaped_s)),
-            ratio(shaped_m, bare_m),
         ),
         Row(
             SECTION,

@@ -9,8 +9,9 @@ cancel one call (``cancel``) exactly as cancelling an in-process ``acall`` would
 A call's answer is returned only once the plugin's work for it has ended (its ``release``):
 the host gives the call's slot back when the answer arrives, so a call that timed out keeps
 its slot until its handler really returns (the host stops waiting at its own deadline).
-Answers are plain tuples of builtins and error codes, never exceptions, so nothing of
-Ray's error wrapping reaches the caller.
+A call and its answer cross Ray as one msgpack ``bytes`` value each (``_ray.wire``); an
+answer holds an error code, never an exception, so nothing of Ray's error wrapping reaches
+the caller.
 """
 
 from __future__ import annotations
@@ -33,16 +34,13 @@ from .._worker.output import OutputPump
 from .._worker.server import call_error
 from .records import BufferSink, OutputLog, RecordBuffer, capture_output
 from .shipping import ShippedCode, UnpackedCode
+from .wire import CallAnswer, pack, unpack_request
 
 
 def _named(key: str | int) -> str:
     """A call as error messages name it: its type tag, or ``raw message N``."""
     return key if type(key) is str else f"raw message {key}"
 
-
-Answer = tuple[bool, Any, str, int, int]
-"""(ok, response bytes or error code, error message, records produced so far, refusals
-counted inside the instance)."""
 
 StartAnswer = tuple[PluginMetadata | None, int, str]
 """(metadata, or None with an error code and message)."""
@@ -124,66 +122,74 @@ class PluginActor:
     # a call from an asyncio caller runs its ``acall`` / ``acall_raw`` as a task, which
     # ``cancel`` can cancel.
 
-    async def call(
-        self, call_id: int, key: str | int, payload: bytes, timeout: float | None
-    ) -> Answer:
-        """A call from a host thread (``key``: a type tag, or a raw message id)."""
+    async def call(self, packed: bytes) -> bytes:
+        """A call from a host thread (a packed ``CallRequest``); its packed answer."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._threads, self._call, key, payload, timeout)
+        return await loop.run_in_executor(self._threads, self._call, packed)
 
-    def _call(self, key: str | int, payload: bytes, timeout: float | None) -> Answer:
+    def _call(self, packed: bytes) -> bytes:
         transport = self._transport
         assert transport is not None
+        call = unpack_request(packed)
+        key = call.key
         end = threading.Event()
         try:
             if type(key) is str:
-                response = transport.call_json(key, payload, timeout, end.set)
+                response = transport.call_json(key, call.payload, call.timeout, end.set)
             else:
-                response = transport.call_raw(int(key), payload, timeout, end.set)
+                response = transport.call_raw(int(key), call.payload, call.timeout, end.set)
         except BaseException as exc:
-            error = call_error(_named(key), exc)
             end.wait()
-            return False, int(error.code), error.message, *self._counts()
+            return self._error_answer(key, exc)
         end.wait()
-        return True, bytes(response), "", *self._counts()
+        return self._answer(bytes(response))
 
-    async def acall(
-        self, call_id: int, key: str | int, payload: bytes, timeout: float | None
-    ) -> Answer:
-        """A call from an asyncio caller: a task ``cancel`` may cancel."""
+    async def acall(self, packed: bytes) -> bytes:
+        """A call from an asyncio caller (a packed ``CallRequest``): a task that ``cancel``
+        may cancel; its packed answer."""
         transport = self._transport
         assert transport is not None
+        call = unpack_request(packed)
+        key, timeout = call.key, call.timeout
         end = _WorkEnd()
-        self._tasks[call_id] = asyncio.current_task()  # type: ignore[assignment]
+        self._tasks[call.call_id] = asyncio.current_task()  # type: ignore[assignment]
         try:
             if type(key) is str:
                 try:
-                    request = decode_json(payload)
+                    request = decode_json(call.payload)
                 except BaseException:
                     end.release()  # the instance never saw the call
                     raise
                 result = await transport.acall(key, request, timeout, end.release)
                 response = encode_json(result)
             else:
-                response = bytes(await transport.acall_raw(int(key), payload, timeout, end.release))
+                response = bytes(
+                    await transport.acall_raw(int(key), call.payload, timeout, end.release)
+                )
         except asyncio.CancelledError:
-            return await self._failed(end, key, Cancelled("call cancelled by the caller"))
+            await end.wait()
+            return self._error_answer(key, Cancelled("call cancelled by the caller"))
         except BaseException as exc:
-            return await self._failed(end, key, exc)
+            await end.wait()
+            return self._error_answer(key, exc)
         finally:
-            self._tasks.pop(call_id, None)
+            self._tasks.pop(call.call_id, None)
         await end.wait()
-        return True, response, "", *self._counts()
+        return self._answer(response)
 
-    def _counts(self) -> tuple[int, int]:
-        """Records made so far, and refusals counted inside the instance (native)."""
+    def _answer(self, response: bytes) -> bytes:
         transport = self._transport
-        return self._records.count, 0 if transport is None else transport.rejected_count
+        rejected = 0 if transport is None else transport.rejected_count
+        return pack(CallAnswer(True, response, 0, "", self._records.count, rejected))
 
-    async def _failed(self, end: _WorkEnd, key: str | int, exc: BaseException) -> Answer:
+    def _error_answer(self, key: str | int, exc: BaseException) -> bytes:
+        """A failed call's answer: its error's code and message (``call_error`` maps an
+        exception that is not a plugbridge error as a worker would)."""
         error = call_error(_named(key), exc)
-        await end.wait()
-        return False, int(error.code), error.message, *self._counts()
+        transport = self._transport
+        rejected = 0 if transport is None else transport.rejected_count
+        count = self._records.count
+        return pack(CallAnswer(False, b"", int(error.code), error.message, count, rejected))
 
     async def cancel(self, call_id: int) -> None:
         """An asyncio caller was cancelled: cancel its call's task (if still running)."""

@@ -38,9 +38,10 @@ from .._levels import LogLevel
 from .._lifecycle import Lifecycle, LifecycleState
 from .._logsink import InstanceLog
 from .._transport import PluginMetadata, ProcessUsage, Release
-from .actor import Answer, PluginActor
+from .actor import PluginActor
 from .logpump import RecordPump
 from .shipping import ShippedCode
+from .wire import CallAnswer, CallRequest, pack, unpack_answer
 
 STOP_SHARE = 0.8
 """Share of the shutdown timeout the actor gets to stop its instance; the rest is the
@@ -184,7 +185,7 @@ class ActorSession:
                 raise self._refusal()
             self._in_flight[call_id] = entry = [release, None]
         try:
-            ref = method.remote(call_id, key, payload, timeout)
+            ref = method.remote(pack(CallRequest(call_id, key, payload, timeout)))
             entry[1] = ref
         except BaseException as exc:
             self._ended(call_id)
@@ -195,7 +196,9 @@ class ActorSession:
             raise
         return call_id, ref
 
-    def call(self, key: str | int, payload: bytes, timeout: float | None, release: Release) -> Any:
+    def call(
+        self, key: str | int, payload: bytes, timeout: float | None, release: Release
+    ) -> bytes:
         """A call from a thread (``key``: a type tag, or a raw message id); the response."""
         call_id, ref = self._submit(self.actor.call, key, payload, timeout, release)
         ray = self._ray
@@ -211,11 +214,11 @@ class ActorSession:
             self._end_later(call_id, ref)
             raise
         self._ended(call_id)
-        return self._answered(answer)
+        return self._answered(unpack_answer(answer))
 
     async def acall(
         self, key: str | int, payload: bytes, timeout: float | None, release: Release
-    ) -> Any:
+    ) -> bytes:
         call_id, ref = self._submit(self.actor.acall, key, payload, timeout, release)
         future = ref.future()
         future.add_done_callback(lambda _: self._ended(call_id))  # before the caller wakes
@@ -223,7 +226,7 @@ class ActorSession:
         answered = asyncio.wrap_future(future)
         answered.add_done_callback(_retrieved)
         try:
-            answer = await asyncio.wait_for(asyncio.shield(answered), timeout)
+            packed = await asyncio.wait_for(asyncio.shield(answered), timeout)
         except TimeoutError:
             raise _timed_out(key, timeout) from None
         except asyncio.CancelledError:
@@ -232,19 +235,19 @@ class ActorSession:
             raise
         except ray.exceptions.RayError as exc:
             raise self._failure(exc) from None
-        if answer[3] > self._pump.delivered:
-            await asyncio.to_thread(self._pump.catch_up, answer[3])
+        answer = unpack_answer(packed)
+        if answer.produced > self._pump.delivered:
+            await asyncio.to_thread(self._pump.catch_up, answer.produced)
         return self._answered(answer, caught_up=True)
 
-    def _answered(self, answer: Answer, *, caught_up: bool = False) -> Any:
-        ok, data, message, produced, rejected = answer
-        if rejected:
-            self.rejected = rejected
-        if not caught_up and produced > self._pump.delivered:
-            self._pump.catch_up(produced)
-        if ok:
-            return data
-        raise error_for_code(data, message)
+    def _answered(self, answer: CallAnswer, *, caught_up: bool = False) -> bytes:
+        if answer.rejected:
+            self.rejected = answer.rejected
+        if not caught_up and answer.produced > self._pump.delivered:
+            self._pump.catch_up(answer.produced)
+        if answer.ok:
+            return answer.data
+        raise error_for_code(answer.code, answer.message)
 
     def _ended(self, call_id: int) -> None:
         """A call's work has ended (its answer arrived, or the actor is gone)."""
