@@ -44,8 +44,14 @@ from .shipping import ShippedCode
 from .wire import CallAnswer, CallRequest, pack, unpack_answer
 
 STOP_SHARE = 0.8
-"""Share of the shutdown timeout the actor gets to stop its instance; the rest is the
-host's, to collect the last records and answers and kill the actor."""
+"""Share of the time left that the actor gets to stop its instance, at most; the rest
+(``ANSWER_RESERVE`` at least) is for its answer to reach the host, and for the host to
+collect the last records and answers and kill the actor."""
+ANSWER_RESERVE = 0.2
+"""Seconds kept, at least (at most half the time left), for the actor's answer to a stop to
+travel back: an actor task's round trip is ~1 ms on a quiet machine but much longer when
+the cores are busy, and an answer that came after the host stopped waiting lost what the
+stop had found (``on_stop`` hung, or raised) behind a generic "did not stop"."""
 CONTROL_WAIT = 5.0
 """Seconds a control request (level, statistics) waits for the actor's answer."""
 LATE_ASK = 0.5
@@ -335,11 +341,11 @@ class ActorSession:
         while self._in_flight and time.monotonic() < drain_by:
             time.sleep(0.002)
         left = max(0.0, deadline - time.monotonic())
-        host_share = time.monotonic() + left * (1 + STOP_SHARE) / 2
+        reserve = min(max(left * (1 - STOP_SHARE), ANSWER_RESERVE), left / 2)
         try:
             error = ray.get(
-                self.actor.stop.remote(left * STOP_SHARE),
-                timeout=max(0.0, host_share - time.monotonic()),
+                self.actor.stop.remote(left - reserve),
+                timeout=max(0.0, deadline - time.monotonic()),
             )
         except ray.exceptions.GetTimeoutError:
             problem = (
