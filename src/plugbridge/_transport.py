@@ -62,6 +62,10 @@ class PluginMetadata:
     schemas: tuple[HandlerSchema, ...] = ()
     """The JSON Schemas of the Python handlers' annotations, made once when the instance
     started (see ``_schemas``); empty for native plugins."""
+    binary_transport: bool = False
+    """``call_raw`` can reach a handler: a native library exports ``plugin_call_raw`` and
+    ``rb_response_free``; a Python plugin declares a ``raw_handler``. Known once the
+    instance started (the facade's ``has_binary_transport`` reads it)."""
 
 
 class InstanceReplaced(InvalidState):

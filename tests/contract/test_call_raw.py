@@ -130,6 +130,7 @@ def forms(
 def test_sync_and_async_raw_handlers(raw_source: Path, isolation: str, size: int) -> None:
     payload = os.urandom(size)
     with plugbridge.load(raw_source, isolation=isolation) as plugin:
+        assert plugin.metadata.binary_transport is True
         for call in forms(plugin, 1, payload):
             assert call() == payload[::-1]
         for call in forms(plugin, 2, bytearray(payload)):
@@ -195,6 +196,7 @@ def test_a_plugin_without_raw_handlers(write_plugin: Callable[..., Path], isolat
     """Raw JSON dispatch (``handle_request``) is not the binary transport."""
     source = write_plugin(JSON_ONLY, name="json_only.py")
     with plugbridge.load(source, isolation=isolation) as plugin:
+        assert plugin.metadata.binary_transport is False
         for call in forms(plugin, 1, b"x"):
             with pytest.raises(plugbridge.UnknownMessageType, match="no raw handler"):
                 call()

@@ -1,6 +1,6 @@
 """``NativePluginLoader`` and ``open_native``: rustbridge's four ways to load a library, its
 search order and errors, the log callback in the facade's terms, plugbridge's keyword-only
-extras, and ``has_binary_transport`` read from the library (bare or bundled) in both
+extras, and ``has_binary_transport`` as the library (bare or bundled) has it, in both
 isolation modes."""
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ from plugbridge.rustbridge import (
     PluginConfig,
     PluginException,
 )
-from plugbridge.rustbridge._ffi import exports_binary_transport
 from plugbridge.rustbridge._loader import open_native
 
 INIT_FAILED = int(plugbridge.ErrorCode.INITIALIZATION_FAILED)
@@ -304,28 +303,13 @@ def test_process_isolation_runs_the_library_elsewhere(hello_c: Path) -> None:
 # -- has_binary_transport --------------------------------------------------------------
 
 
-def test_binary_transport_is_read_from_the_library(
+def test_binary_transport_is_the_librarys(
     hello_c: Path, hello_c_without_raw: Path, isolation: str
 ) -> None:
     for library, expected in ((hello_c, True), (hello_c_without_raw, False)):
         with NativePluginLoader.load(library, isolation=isolation) as plugin:
             assert plugin.has_binary_transport is expected
-    assert exports_binary_transport(hello_c.read_bytes()) is True
-    assert exports_binary_transport(hello_c_without_raw.read_bytes()) is False
-
-
-@pytest.mark.parametrize(
-    "image",
-    [b"", b"MZ\x90\x00" + bytes(200), b"\xcf\xfa\xed\xfe" + bytes(200), b"\x7fELF" + bytes(60)],
-    ids=["empty", "pe", "mach-o", "no-sections"],
-)
-def test_binary_transport_unknown_for_other_images(image: bytes) -> None:
-    assert exports_binary_transport(image) is None
-
-
-def test_binary_transport_unknown_for_a_truncated_library(hello_c: Path) -> None:
-    data = hello_c.read_bytes()
-    assert exports_binary_transport(data[: len(data) // 2]) is None
+            assert plugin.handle.metadata.binary_transport is expected
 
 
 @pytest.fixture

@@ -118,7 +118,11 @@ class InProcessTransport(Transport):
             name = str(plugin_class.name or self._namespace.source.module)
             self._sink.name_plugin(name)
             self.metadata = PluginMetadata(
-                name, str(plugin_class.version), routes.type_tags, schemas=routes.schemas()
+                name,
+                str(plugin_class.version),
+                routes.type_tags,
+                schemas=routes.schemas(),
+                binary_transport=bool(routes.binary),
             )
             self._plugin, self._routes = plugin, routes
             self._get_route = routes.get if routes.raw else routes.routes.get

@@ -23,6 +23,7 @@ import asyncio
 import ctypes
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from itertools import starmap as _starmap
 from pathlib import Path
 from typing import Any, TypeVar
@@ -163,6 +164,7 @@ class NativeTransport(Transport):
         self._abi, self._handle = abi, handle
         self._call, self._free = abi.call, abi.free_buffer
         self._call_raw, self._free_raw = abi.call_raw, abi.free_response
+        self.metadata = replace(self.metadata, binary_transport=abi.call_raw is not None)
         self._gate.open()
         self._lifecycle.move(LifecycleState.ACTIVE)
 

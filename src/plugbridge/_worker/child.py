@@ -113,7 +113,16 @@ def _start(channel: Channel[HostMessage], start: Start) -> tuple[Transport, LogS
         send(channel, StartFailed(int(ErrorCode.INITIALIZATION_FAILED), describe_exception(exc)))
         exit_now(0)
     meta = transport.metadata
-    send(channel, Ready(meta.name, meta.version, list(meta.type_tags), list(meta.schemas)))
+    send(
+        channel,
+        Ready(
+            meta.name,
+            meta.version,
+            list(meta.type_tags),
+            list(meta.schemas),
+            meta.binary_transport,
+        ),
+    )
     return transport, sink
 
 

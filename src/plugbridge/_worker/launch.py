@@ -115,6 +115,7 @@ def start_worker(
             tuple(ready.type_tags),
             source_trust(source),
             tuple(ready.schemas),
+            ready.binary_transport,
         )
         return StartedWorker(process, channel, log, pump, metadata)
     except BaseException:

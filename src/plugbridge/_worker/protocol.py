@@ -118,6 +118,7 @@ class Ready(_Message, tag=11):
     type_tags: list[str]
     schemas: list[HandlerSchema]
     """The handlers' JSON Schemas, made by the instance as it started (``_schemas``)."""
+    binary_transport: bool
 
 
 class StartFailed(_Message, tag=12):

@@ -4,8 +4,9 @@ place a facade plugin is made (the bundle loader makes its plugins there too).
 Loading is plugbridge's: ``plugbridge.load`` maps a private copy of the library for each
 plugin (so two plugins of one path have their own log callback and level), or starts it in
 a worker process (``isolation="process"``); a load that fails leaves nothing behind. What
-is added here: the facade's config and log callback translated, plugbridge's failures
-turned into ``PluginException``, and whether the library has the binary transport.
+is added here: the facade's config and log callback translated, and plugbridge's failures
+turned into ``PluginException``. Whether the library has the binary transport is the
+handle's to say (``PluginMetadata.binary_transport``, known wherever the library runs).
 """
 
 from __future__ import annotations
@@ -21,10 +22,9 @@ from .._config import PluginConfig as CoreConfig
 from .._errors import PluginError
 from .._levels import LogLevel as CoreLevel
 from .._load import Isolation, load
-from .._sources import BUNDLE_SUFFIX, NATIVE_SUFFIXES
+from .._sources import NATIVE_SUFFIXES
 from ._config import PluginConfig
 from ._exception import PluginException, from_plugin_error
-from ._ffi import exports_binary_transport
 from ._levels import LogLevel
 from ._plugin import LogCallbackFn, NativePlugin
 
@@ -190,12 +190,8 @@ def open_native(
         )
     except PluginError as exc:
         raise from_plugin_error(exc) from exc
-    try:
-        binary = _has_binary_transport(Path(source), variant)
-        return NativePlugin(handle, binary_transport=binary, log_callback=log_callback)
-    except BaseException:
-        handle.shutdown()
-        raise
+    binary = handle.metadata.binary_transport
+    return NativePlugin(handle, binary_transport=binary, log_callback=log_callback)
 
 
 def _is_library(path: Path) -> bool:
@@ -215,29 +211,3 @@ def _facade_callback(callback: LogCallbackFn) -> Any:
             print(f"Error in log callback: {exc}", file=sys.stderr)
 
     return deliver
-
-
-def _has_binary_transport(source: Path, variant: str | None) -> bool:
-    """Whether the library (a bundle's: the one loaded for this machine) exports the binary
-    transport, read from its symbol table. When that cannot be read the answer is True: a
-    call then reports a missing transport exactly as ``call_raw`` would."""
-    try:
-        image = _bundle_library(source, variant) if source.suffix == BUNDLE_SUFFIX else None
-        if image is None:
-            image = source.read_bytes()
-    except (OSError, PluginError, ValueError):
-        return True
-    found = exports_binary_transport(image)
-    return True if found is None else found
-
-
-def _bundle_library(source: Path, variant: str | None) -> bytes:
-    """The bytes of the library ``plugbridge.load`` took from the bundle (already checked
-    by it; read again here for its symbol table only)."""
-    from .._bundle.archive import BundleArchive
-    from .._bundle.manifest import MANIFEST, parse_manifest
-    from .._bundle.platform import current_platform
-
-    with BundleArchive(source) as archive:
-        manifest = parse_manifest(archive.read(MANIFEST))
-        return archive.read(manifest.variant(current_platform(), variant).library)
