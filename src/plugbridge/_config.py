@@ -106,7 +106,7 @@ class PluginConfig:
         wire: dict[str, Any] = {
             "log_level": self.log_level.name.lower(),
             "max_concurrent_ops": self.max_concurrent_ops,
-            "shutdown_timeout_ms": int(self.shutdown_timeout * 1000),
+            "shutdown_timeout_ms": round(self.shutdown_timeout * 1000),
             "worker_threads": self.worker_threads,
             "data": None if data is None or (type(data) is dict and not data) else data,
         }

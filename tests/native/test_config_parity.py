@@ -160,3 +160,13 @@ def test_python_plugins_see_data_and_init_params(
     source = write_plugin(PYTHON_PLUGIN, name="config_reader.py")
     with plugbridge.load(source, config=config, isolation=isolation) as plugin:  # type: ignore[arg-type]
         assert plugin.call("seen") == expected
+
+
+@pytest.mark.parametrize(("seconds", "ms"), [(1.001, 1001), (0.29, 290), (2.5, 2500)])
+def test_shutdown_timeout_reaches_the_plugin_in_whole_milliseconds(
+    hello_c: Path, seconds: float, ms: int
+) -> None:
+    """The nearest millisecond: 1.001 s is 1000.999… ms in floating point, and a truncation
+    once sent 1000."""
+    answer = seen(hello_c, "inprocess", {"shutdown_timeout": seconds})
+    assert answer["init_config"]["shutdown_timeout_ms"] == ms
