@@ -26,6 +26,7 @@ SECTIONS = (
     "bench_watch",
     "bench_gateway",
     "bench_ray",
+    "bench_rustbridge",
 )
 ROOT = Path(__file__).resolve().parent.parent
 HEADER = ("section", "benchmark", "median", "p99", "ratio", "target", "verdict")
