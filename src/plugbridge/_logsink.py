@@ -20,9 +20,12 @@ import collections
 import contextlib
 import contextvars
 import dis
+import functools
 import logging
+import signal
 import threading
 import time
+import types
 from collections.abc import Callable
 
 from ._levels import LogLevel, to_stdlib
@@ -164,7 +167,7 @@ class LogSink:
                 try:
                     listener(level, target, message)
                 except BaseException as exc:  # contained, as a callback's failure is
-                    if _is_ctrl_c(exc):
+                    if is_ctrl_c(exc):
                         raise
                     self._report_listener_failure(exc)
         finally:
@@ -242,7 +245,7 @@ class LogSink:
             else:
                 self.callback(level, target, message)
         except BaseException as exc:  # SystemExit, KeyboardInterrupt too: the host's, not ours
-            if _is_ctrl_c(exc):
+            if is_ctrl_c(exc):
                 raise
             self._report_callback_failure(exc)
         finally:
@@ -289,7 +292,7 @@ class LogSink:
             self._close_by = None
 
 
-def _is_ctrl_c(exc: BaseException) -> bool:
+def is_ctrl_c(exc: BaseException) -> bool:
     """A Ctrl-C that landed on the main thread while it ran a callback or listener.
 
     Python raises Ctrl-C in the main thread wherever it is; one that lands while a callback
@@ -297,8 +300,9 @@ def _is_ctrl_c(exc: BaseException) -> bool:
     up. A callback that raises ``KeyboardInterrupt`` itself (a ``raise`` statement, on any
     thread) has failed like any other, and is contained. The two differ in where the
     exception began: a ``raise`` statement is its innermost frame's current instruction,
-    while a signal's ``KeyboardInterrupt`` is raised by the handler Python runs between
-    instructions or inside a call that was waiting, never at a ``raise``.
+    while Python's own handler raises a signal's ``KeyboardInterrupt`` between instructions
+    or inside a call that was waiting, never at a ``raise``; and a SIGINT handler written in
+    Python (``asyncio.run``'s second Ctrl-C, say) raises it in its own frame.
     """
     if not isinstance(exc, KeyboardInterrupt):
         return False
@@ -309,8 +313,22 @@ def _is_ctrl_c(exc: BaseException) -> bool:
         return True
     while innermost.tb_next is not None:
         innermost = innermost.tb_next
-    code = innermost.tb_frame.f_code.co_code
-    return not (0 <= innermost.tb_lasti < len(code) and code[innermost.tb_lasti] == _RAISE)
+    code = innermost.tb_frame.f_code
+    if code is _sigint_handler_code():
+        return True
+    raw = code.co_code
+    return not (0 <= innermost.tb_lasti < len(raw) and raw[innermost.tb_lasti] == _RAISE)
+
+
+def _sigint_handler_code() -> types.CodeType | None:
+    """The code of the SIGINT handler if it is a Python function (or a bound method or a
+    ``functools.partial`` of one)."""
+    handler: object = signal.getsignal(signal.SIGINT)
+    while isinstance(handler, functools.partial):
+        handler = handler.func
+    handler = getattr(handler, "__func__", handler)
+    code = getattr(handler, "__code__", None)
+    return code if isinstance(code, types.CodeType) else None
 
 
 _RAISE = dis.opmap["RAISE_VARARGS"]

@@ -108,3 +108,23 @@ def test_a_keyboard_interrupt_raised_by_a_callback_on_another_thread_is_containe
     thread.join(10)
     assert outcome == [None]
     assert seen == ["first", "second"]
+
+
+def test_ctrl_c_through_a_python_sigint_handler_reaches_the_caller() -> None:
+    """A SIGINT handler written in Python that raises ``KeyboardInterrupt`` (as
+    ``asyncio.run`` does at the second Ctrl-C) is a Ctrl-C too, though it raises it with a
+    ``raise`` statement."""
+
+    def on_sigint(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    def callback(level: LogLevel, target: str, message: str) -> None:
+        signal.raise_signal(signal.SIGINT)
+
+    log = LogSink(callback, LogLevel.INFO).instance_log()
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            log.emit(LogLevel.INFO, "t", "first")
+    finally:
+        signal.signal(signal.SIGINT, previous)

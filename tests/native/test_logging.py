@@ -178,3 +178,28 @@ def test_without_callback_records_go_to_stdlib_logging(
     assert len(records) == 1
     assert records[0].name == "plugbridge.plugin.hello_c"
     assert records[0].levelno == logging.DEBUG
+
+
+def test_ctrl_c_during_a_log_callback_interrupts_the_call(hello_c: Path) -> None:
+    """A Ctrl-C that lands while the main thread delivers a native plugin's record (the
+    callback runs inside the library's call, under C) cannot unwind through C: it is
+    raised again as soon as the call returns, instead of being lost."""
+    import signal
+
+    heard: list[str] = []
+
+    def callback(level: LogLevel, target: str, message: str) -> None:
+        on_main = threading.current_thread() is threading.main_thread()
+        if on_main and message.startswith("Adding"):
+            heard.append(message)
+            if len(heard) == 1:
+                assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+                signal.raise_signal(signal.SIGINT)
+
+    with plugbridge.load(hello_c, log_callback=callback) as plugin:
+        plugin.set_log_level(LogLevel.DEBUG)
+        with pytest.raises(KeyboardInterrupt):
+            plugin.call("math.add", {"a": 2, "b": 3})
+        assert heard == ["Adding 2 + 3"]
+        assert plugin.call("math.add", {"a": 2, "b": 3}) == {"result": 5}
+        assert plugin.in_flight == 0

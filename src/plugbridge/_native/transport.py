@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import threading
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from itertools import starmap as _starmap
@@ -78,7 +80,7 @@ class NativeTransport(Transport):
         self._sink = sink
         self._lifecycle = Lifecycle()
         self._gate = CallGate()
-        self._trampoline = LogTrampoline(sink.instance_log())
+        self._trampoline = LogTrampoline(sink.instance_log(), weakref.WeakMethod(self._note_ctrl_c))
         self._library: PrivateLibrary | None = None
         self._abi: Abi | None = None
         self._handle: int | None = None
@@ -90,6 +92,11 @@ class NativeTransport(Transport):
         self.metadata = native_metadata(source)
         self._offload = Offload(config.thread_count(), f"plugbridge-{self.metadata.name}-call")
         self._cancelled = False
+        self._after_call = False
+        """Something to do once a call made on the caller's thread returns from C: raise
+        ``Cancelled`` (the shutdown cancelled what was left) or a Ctrl-C that landed in a
+        log callback meanwhile (``_ctrl_c``). One flag, so a call tests one attribute."""
+        self._ctrl_c = False
         self._caller_loops = LoopInboxes()
         self._shutdown = LocalShutdown(self._lifecycle, self._gate)
         self._stop_returned = False
@@ -241,8 +248,22 @@ class NativeTransport(Transport):
         )
 
     def _cancel_left(self) -> None:
-        self._cancelled = True
+        self._cancelled = self._after_call = True
         self._offload.cancel_all()
+
+    def _note_ctrl_c(self) -> None:
+        """A Ctrl-C landed while the main thread delivered a record from inside C (the log
+        trampoline cannot raise through C): the call raises it once C returns."""
+        self._ctrl_c = self._after_call = True
+
+    def _settle_after_call(self) -> None:
+        """What ``_after_call`` flagged: a Ctrl-C on the main thread first, then Cancelled."""
+        if self._ctrl_c and threading.current_thread() is threading.main_thread():
+            self._ctrl_c = False
+            self._after_call = self._cancelled
+            raise KeyboardInterrupt
+        if self._cancelled:
+            raise cancelled_by_shutdown()
 
     def _stop_hook(self, deadline: float, timeout: float) -> Sequence[str]:
         """Run ``plugin_shutdown`` by ``deadline``; once it has returned, teardown unmaps."""
@@ -338,8 +359,8 @@ class NativeTransport(Transport):
                 finally:
                     release()
                     gate.after_depart()
-            if self._cancelled:
-                raise cancelled_by_shutdown()
+            if self._after_call:
+                self._settle_after_call()
             return decode(code, data)
         if not self._gate.is_open:
             release()
@@ -406,8 +427,8 @@ class NativeTransport(Transport):
                 finally:
                     release()
                     gate.after_depart()
-            if self._cancelled:
-                raise cancelled_by_shutdown()
+            if self._after_call:
+                self._settle_after_call()
             if code:
                 raise raw_error(code, data)
             return data
