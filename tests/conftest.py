@@ -22,7 +22,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     tests nothing the contract's ray run and tests/ray do not, and costs ~1 s; the marked
     tests are those where Ray changes something (shipping, reload, logs, limits, stats)."""
     if "isolation" not in metafunc.fixturenames or any(
-        "isolation" in str(mark.args[0]) for mark in metafunc.definition.iter_markers("parametrize")
+        "isolation" in str(mark.args[0] if mark.args else mark.kwargs.get("argnames", ""))
+        for mark in metafunc.definition.iter_markers("parametrize")
     ):
         return
     everywhere = (

@@ -13,6 +13,7 @@ from __future__ import annotations
 import ctypes
 import gc
 import json
+import shutil
 import struct
 import subprocess
 import sys
@@ -239,18 +240,27 @@ def test_without_the_binary_transport(
     assert str(PluginException(*refused)) == "[1] Binary transport not supported by this library"
 
 
-def test_a_missing_transport_found_at_call_time_reads_as_rustbridges(
-    hello_c_without_raw: Path,
+def test_the_binary_transport_follows_a_reload(
+    hello_c: Path, hello_c_without_raw: Path, tmp_path: Path, isolation: str
 ) -> None:
-    """When the symbol table could not be read, the plugin assumes a binary transport; the
-    call then reports its absence in rustbridge's words."""
-    handle = plugbridge.load(hello_c_without_raw)
-    with NativePlugin(handle, binary_transport=True) as plugin:
-        refused = ("Binary transport not supported by this library", 1)
-        assert failure(lambda: plugin.call_raw_bytes(1, b"x")) == refused
-        assert failure(lambda: NativePlugin.call_raw_bytes(plugin, 1, b"x")) == refused
+    """``plugin.handle.reload()`` takes the library as it is on disk now: with the binary
+    transport, or without it."""
+    library = tmp_path / "libswapped.so"
+    shutil.copyfile(hello_c_without_raw, library)
+    refused = ("Binary transport not supported by this library", 1)
+    with NativePluginLoader.load(library, isolation=isolation) as plugin:
+        assert plugin.has_binary_transport is False
+        assert failure(lambda: plugin.call_raw_bytes(MSG_ECHO_BYTES, b"x")) == refused
+        shutil.copyfile(hello_c, library)
+        plugin.handle.reload()
+        assert plugin.has_binary_transport is True
+        assert plugin.call_raw_bytes(MSG_ECHO_BYTES, b"abc") == b"abc"
+        assert NativePlugin.call_raw_bytes(plugin, MSG_ECHO_BYTES, b"abc") == b"abc"
+        shutil.copyfile(hello_c_without_raw, library)
+        plugin.handle.reload()
+        assert plugin.has_binary_transport is False
+        assert failure(lambda: plugin.call_raw_bytes(MSG_ECHO_BYTES, b"x")) == refused
         assert failure(lambda: plugin.call_raw(1, b"x", TooSmall)) == refused
-    assert handle.state is plugbridge.LifecycleState.STOPPED
 
 
 def test_set_log_level(hello_c: Path, isolation: str) -> None:
@@ -290,7 +300,9 @@ def test_rejected_request_count(hello_c: Path, isolation: str) -> None:
     with NativePluginLoader.load_with_config(hello_c, config, isolation=isolation) as plugin:
         assert plugin.rejected_request_count == 0
         with ThreadPoolExecutor(1) as pool:
-            slow = pool.submit(plugin.call, "test.sleep", '{"duration_ms": 400}')
+            # The slot is held from in_flight == 1 until the sleep ends: 2 s is the margin
+            # for this thread to make its call even on busy cores.
+            slow = pool.submit(plugin.call, "test.sleep", '{"duration_ms": 2000}')
             assert wait_until(lambda: plugin.handle.in_flight == 1)
             refused = failure(lambda: plugin.call("echo", '{"message": "x"}'))
             assert refused[1] == int(plugbridge.ErrorCode.TOO_MANY_REQUESTS)

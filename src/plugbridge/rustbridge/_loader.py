@@ -190,8 +190,7 @@ def open_native(
         )
     except PluginError as exc:
         raise from_plugin_error(exc) from exc
-    binary = handle.metadata.binary_transport
-    return NativePlugin(handle, binary_transport=binary, log_callback=log_callback)
+    return NativePlugin(handle, log_callback=log_callback)
 
 
 def _is_library(path: Path) -> bool:

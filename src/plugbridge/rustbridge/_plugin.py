@@ -7,10 +7,11 @@ message and code.
 The hot path. ``call`` and ``call_raw_bytes`` are made per instance at construction and
 stored on it: a closure holding the handle's bound ``call_json`` / ``call_raw``, so a call is
 one Python frame over the handle's own, with no attribute lookups, flags or locks. Closing
-the plugin swaps them for ones that raise "Plugin has been closed"; a library without the
-binary transport gets a ``call_raw_bytes`` that says so. The methods of the class with the
-same names do the same work the slow way (for ``NativePlugin.call(plugin, ...)`` and for
-reading).
+the plugin swaps them for ones that raise "Plugin has been closed". Whether the library has
+the binary transport is read from the handle at each use (a ``handle.reload()`` may bring a
+library that has it, or not); a raw call to one without it fails in the handle, with
+rustbridge's words. The methods of the class with the same names do the same work the slow
+way (for ``NativePlugin.call(plugin, ...)`` and for reading).
 
 Plugins nobody closed. rustbridge's host shuts a plugin down when it is garbage-collected,
 at interpreter exit too. Here a plugin dropped while the program runs is shut down by
@@ -62,19 +63,15 @@ class NativePlugin:
         self,
         handle: PluginHandle,
         *,
-        binary_transport: bool,
         log_callback: LogCallbackFn | None = None,
     ) -> None:
         """Wrap ``handle`` (ACTIVE). Not for direct use: the loaders make plugins."""
         self._handle = handle
-        self._binary_transport = binary_transport
         self._log_callback = log_callback
         self._closed = False
         fast = vars(self)
         fast["call"] = _json_caller(handle.call_json)
-        fast["call_raw_bytes"] = (
-            _raw_caller(handle.call_raw) if binary_transport else _refuser(NO_BINARY_TRANSPORT)
-        )
+        fast["call_raw_bytes"] = _raw_caller(handle.call_raw)
         _open.add(self)
 
     # -- calls ---------------------------------------------------------------------------
@@ -99,7 +96,7 @@ class NativePlugin:
         handler of ``message_id``; the response must be exactly ``sizeof(response_type)``
         bytes long."""
         self._throw_if_closed()
-        if not self._binary_transport:
+        if not self._handle.metadata.binary_transport:
             raise PluginException(NO_BINARY_TRANSPORT)
         try:
             data = self._handle.call_raw(message_id, request)
@@ -114,7 +111,7 @@ class NativePlugin:
         """The binary transport with bytes: ``request`` to the raw handler of
         ``message_id``; its response bytes, of any length."""
         self._throw_if_closed()
-        if not self._binary_transport:
+        if not self._handle.metadata.binary_transport:
             raise PluginException(NO_BINARY_TRANSPORT)
         try:
             return self._handle.call_raw(message_id, request)
@@ -123,8 +120,9 @@ class NativePlugin:
 
     @property
     def has_binary_transport(self) -> bool:
-        """The library exports ``plugin_call_raw`` and ``rb_response_free``."""
-        return self._binary_transport
+        """The library exports ``plugin_call_raw`` and ``rb_response_free`` (the one
+        running now: a ``handle.reload()`` may change it)."""
+        return self._handle.metadata.binary_transport
 
     # -- state and settings --------------------------------------------------------------
 
@@ -239,8 +237,7 @@ def _refuser(message: str) -> Callable[..., Any]:
 
 
 def _raw_failure(exc: PluginError) -> PluginException:
-    """A binary-transport failure; plugbridge's "no binary transport" reads as rustbridge's
-    (when the exports could not be read from the library beforehand)."""
+    """A binary-transport failure; plugbridge's "no binary transport" reads as rustbridge's."""
     if type(exc) is UnknownMessageType and "has no binary transport" in exc.message:
         return PluginException(NO_BINARY_TRANSPORT)
     return PluginException(exc.message, int(exc.code))
