@@ -302,16 +302,19 @@ class PluginHost:
 
         return start
 
-    @staticmethod
-    def _instance(entry: _Entry) -> TransportFactory:
+    def _instance(self, entry: _Entry) -> TransportFactory:
         """What starts one instance of ``entry``: its source looked up again (an entry
-        point may name another module now), the outcome recorded — the error, and the
+        point may name another module now; while watching, one it moved to is watched
+        before the instance starts from it), the outcome recorded — the error, and the
         source once an instance did start from it."""
         spec = entry.spec
+        watching = self._watching
 
         def start(deadline: float | None) -> Transport:
             try:
                 source = spec.current_source()
+                if source != entry.source:
+                    watching.watch_also(entry, source)
                 factory = transport_factory(
                     source,
                     entry.config,

@@ -1,19 +1,21 @@
 """HostWatch: what ``PluginHost.watch()`` runs — a plugin reloaded when its source changes.
 
-The host owns one ``HostWatch`` and tells it about its plugins (``track`` when one is added
-or its source moved, ``forget`` when one is removed); the ``SourceWatcher`` (``_watch``)
-exists only between ``start`` and ``stop``. A change reloads the plugin on the watcher's
-thread through the host's own reload path (the one ``host.reload`` takes: it records the
-outcome and re-tracks a source that moved); a reload that fails leaves the old instance
-serving and also sends an ERROR record to the plugin's callback. Once ``stop`` has begun (an
-``unwatch``, or the host closing) no further reload starts.
+The host owns one ``HostWatch`` and tells it about its plugins: ``track`` when one is added
+or its source moved, ``watch_also`` before an instance starts from a source it moved to (so
+an edit made while it starts is seen), ``forget`` when one is removed. The
+``SourceWatcher`` (``_watch``) exists only between ``start`` and ``stop``. A change reloads
+the plugin on the watcher's thread through the host's own reload path (the one
+``host.reload`` takes: it records the outcome and re-tracks a source that moved); a reload
+that fails leaves the old instance serving and also sends an ERROR record to the plugin's
+callback. Once ``stop`` has begun (an ``unwatch``, or the host closing) no further reload
+starts.
 
-``_lock`` orders the updates of the watch set (``start``, ``track``, ``forget``, and
-``stop`` taking the watcher away); it is held only while a notifier is built, never while
-a reload runs or the watcher's thread is joined (``stop`` lets go before it closes the
-watcher). So the watcher's thread may take it too — re-tracking a plugin whose reload moved
-its source — without ``stop`` ever waiting on it. ``_watch`` (and watchfiles) is imported
-only when watching starts: a host that never watches does not load it.
+``_lock`` orders the updates of the watch set (``start``, ``track``, ``watch_also``,
+``forget``, and ``stop`` taking the watcher away); it is held only while a notifier is
+built, never while a reload runs or the watcher's thread is joined (``stop`` lets go before
+it closes the watcher). So the watcher's thread may take it too — watching a plugin whose
+reload moves its source — without ``stop`` ever waiting on it. ``_watch`` (and watchfiles)
+is imported only when watching starts: a host that never watches does not load it.
 """
 
 from __future__ import annotations
@@ -84,7 +86,7 @@ class HostWatch(Generic[_P]):
                 return
             watcher = SourceWatcher(self._source_changed, debounce_s=debounce_s)
             try:
-                watcher.watch_many({plugin.name: _paths_of(plugin) for plugin in plugins})
+                watcher.watch_many({plugin.name: _paths_of(plugin.source) for plugin in plugins})
             except BaseException:  # no watcher left running half set up
                 watcher.close()
                 raise
@@ -106,17 +108,28 @@ class HostWatch(Generic[_P]):
         """While watching, watch ``plugin``'s current source (just added, or its source
         moved). A watch the system refuses is an ERROR record of that plugin: it keeps
         serving, unwatched."""
+        self._watch(plugin, _paths_of(plugin.source))
+
+    def _watch(self, plugin: _P, paths: tuple[Path, ...]) -> None:
         with self._lock:
             if self._watcher is None:
                 return
             if self._current(plugin.name) is not plugin:  # removed meanwhile (then forgotten)
                 return
             try:
-                self._watcher.watch(plugin.name, _paths_of(plugin))
+                self._watcher.watch(plugin.name, paths)
             except PluginError as exc:
                 plugin.log_error(
                     f"plugin {plugin.name!r} is not watched for changes: {exc.message}"
                 )
+
+    def watch_also(self, plugin: _P, source: str) -> None:
+        """While watching, watch ``source`` for ``plugin`` as well as its current source:
+        called before an instance starts from a source the plugin moved to, so an edit made
+        while it starts is seen (``track`` narrows the watch to the source it then serves
+        from; after a failed start both stay watched, so fixing either reloads it). A watch
+        the system refuses is an ERROR record of that plugin, as in ``track``."""
+        self._watch(plugin, (*_paths_of(plugin.source), *_paths_of(source)))
 
     def forget(self, name: str) -> None:
         """Stop watching the plugin ``name`` (removed from the host)."""
@@ -143,13 +156,12 @@ class HostWatch(Generic[_P]):
             _internal_log.exception("plugbridge: reloading %r after a change failed", name)
 
 
-def _paths_of(plugin: WatchedPlugin) -> tuple[Path, ...]:
-    """What to watch for ``plugin``'s source: what ``watched_paths`` finds, or for a source
+def _paths_of(source: str | None) -> tuple[Path, ...]:
+    """What to watch for a plugin's ``source``: what ``watched_paths`` finds, or for a source
     that is a path not there yet (an optional plugin listed FAILED), that path, so the file
     appearing reloads the plugin; nothing for no source."""
     from ._watch import watched_paths
 
-    source = plugin.source
     if source is None:
         return ()
     return watched_paths(source) or ((Path(source),) if os.path.isabs(source) else ())
