@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+from tests.native.bench_small import SmallRequestRaw, SmallResponseRaw
 from tests.native.build import build_hello_c
 
 import plugbridge
@@ -34,42 +35,13 @@ MSG_BENCH_SMALL = 1
 SMALL_JSON = {"key": "benchmark_key", "flags": 1}
 
 
-class SmallRequestRaw(ctypes.Structure):
-    """rustbridge's hello-plugin ``SmallRequestRaw`` (76 bytes)."""
-
-    _fields_ = (
-        ("version", ctypes.c_uint8),
-        ("_reserved", ctypes.c_uint8 * 3),
-        ("key", ctypes.c_uint8 * 64),
-        ("key_len", ctypes.c_uint32),
-        ("flags", ctypes.c_uint32),
-    )
-
-
-class SmallResponseRaw(ctypes.Structure):
-    """rustbridge's hello-plugin ``SmallResponseRaw`` (80 bytes)."""
-
-    _fields_ = (
-        ("version", ctypes.c_uint8),
-        ("_reserved", ctypes.c_uint8 * 3),
-        ("value", ctypes.c_uint8 * 64),
-        ("value_len", ctypes.c_uint32),
-        ("ttl_seconds", ctypes.c_uint32),
-        ("cache_hit", ctypes.c_uint8),
-        ("_padding", ctypes.c_uint8 * 3),
-    )
-
-
 def small_request() -> SmallRequestRaw:
-    key = SMALL_JSON["key"].encode()  # type: ignore[attr-defined]
-    request = SmallRequestRaw(version=1, key_len=len(key), flags=1)
-    ctypes.memmove(request.key, key, len(key))
-    return request
+    return SmallRequestRaw.create(SMALL_JSON["key"].encode(), flags=1)  # type: ignore[attr-defined]
 
 
 def check_small(data: bytes) -> None:
     response = SmallResponseRaw.from_buffer_copy(data)
-    assert bytes(response.value[: response.value_len]) == b"value_for_benchmark_key"
+    assert response.text() == b"value_for_benchmark_key"
     assert (response.ttl_seconds, response.cache_hit) == (3600, 1)
 
 

@@ -35,44 +35,16 @@ from plugbridge.rustbridge import (
     PluginException,
 )
 from tests.conftest import wait_until
+from tests.native.bench_small import SmallRequestRaw, SmallResponseRaw
 
 MSG_BENCH_SMALL, MSG_ECHO_BYTES, MSG_FILL, MSG_FAIL = 1, 10, 11, 12
-
-
-class SmallRequestRaw(ctypes.Structure):
-    """rustbridge's hello-plugin request (76 bytes)."""
-
-    _fields_ = (
-        ("version", ctypes.c_uint8),
-        ("_reserved", ctypes.c_uint8 * 3),
-        ("key", ctypes.c_uint8 * 64),
-        ("key_len", ctypes.c_uint32),
-        ("flags", ctypes.c_uint32),
-    )
-
-
-class SmallResponseRaw(ctypes.Structure):
-    """rustbridge's hello-plugin response (80 bytes)."""
-
-    _fields_ = (
-        ("version", ctypes.c_uint8),
-        ("_reserved", ctypes.c_uint8 * 3),
-        ("value", ctypes.c_uint8 * 64),
-        ("value_len", ctypes.c_uint32),
-        ("ttl_seconds", ctypes.c_uint32),
-        ("cache_hit", ctypes.c_uint8),
-        ("_padding", ctypes.c_uint8 * 3),
-    )
 
 
 class TooSmall(ctypes.Structure):
     _fields_ = (("value", ctypes.c_uint32),)
 
 
-def small_request(key: bytes, flags: int, version: int = 1) -> SmallRequestRaw:
-    request = SmallRequestRaw(version=version, key_len=len(key), flags=flags)
-    ctypes.memmove(request.key, key, len(key))
-    return request
+small_request = SmallRequestRaw.create
 
 
 @pytest.fixture
