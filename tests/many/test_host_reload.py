@@ -7,8 +7,9 @@ Real plugin files and packages in tmp dirs, real worker processes, real file-sys
 
 from __future__ import annotations
 
+import contextlib
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -130,16 +131,24 @@ def test_a_failed_reload_leaves_the_source_shown_as_it_was(site_packages: SitePa
         assert host["m"].call("version") == 2
 
 
-def test_a_watched_reload_watches_the_module_an_entry_point_moved_to(
-    site_packages: SitePackages,
-) -> None:
-    _install_movers(site_packages)
+@contextlib.contextmanager
+def _watched_move(site: SitePackages) -> Iterator[PluginHost]:
+    """A watching host serving the entry point ``mover`` (``mova``, version 1), the entry
+    point then moved to ``movb`` and ``mova`` edited: a watched reload is under way."""
     with PluginHost() as host:
         host.add("m", entry_point="mover")
         host.watch(debounce_s=0.05)
         assert host["m"].call("version") == 1
-        _move_entry_point(site_packages, "movb.plugin:Versioned")
-        (site_packages.root / "mova" / "plugin.py").write_text(versioned(10))  # a change: reload
+        _move_entry_point(site, "movb.plugin:Versioned")
+        (site.root / "mova" / "plugin.py").write_text(versioned(10))  # a change: reload
+        yield host
+
+
+def test_a_watched_reload_watches_the_module_an_entry_point_moved_to(
+    site_packages: SitePackages,
+) -> None:
+    _install_movers(site_packages)
+    with _watched_move(site_packages) as host:
         assert wait_until(lambda: host["m"].call("version") == 2, DEADLINE)
         assert source_of(host, "m") == "movb.plugin:Versioned"
         # The new module is watched before the new instance starts from it, so one edit
@@ -166,12 +175,7 @@ def test_an_edit_made_while_a_moved_entry_point_starts_is_seen(
     _install_movers(site_packages)
     moved = site_packages.root / "movb" / "plugin.py"
     moved.write_text(SELF_EDITING.format(next_source=versioned(3), value=2))
-    with PluginHost() as host:
-        host.add("m", entry_point="mover")
-        host.watch(debounce_s=0.05)
-        assert host["m"].call("version") == 1
-        _move_entry_point(site_packages, "movb.plugin:Versioned")
-        (site_packages.root / "mova" / "plugin.py").write_text(versioned(10))  # a change: reload
+    with _watched_move(site_packages) as host:
         assert wait_until(lambda: host["m"].call("version") == 3, DEADLINE)
         assert moved.read_text() == versioned(3)
         assert source_of(host, "m") == "movb.plugin:Versioned"
