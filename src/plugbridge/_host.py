@@ -304,16 +304,19 @@ class PluginHost:
 
     def _instance(self, entry: _Entry) -> TransportFactory:
         """What starts one instance of ``entry``: its source looked up again (an entry
-        point may name another module now; while watching, one it moved to is watched
-        before the instance starts from it), the outcome recorded — the error, and the
-        source once an instance did start from it."""
+        point may name another module now), the outcome recorded — the error, and the
+        source once an instance did start from it. While watching, a source it moved to is
+        watched before the instance starts from it (an edit made meanwhile is seen), and
+        alone once it did."""
         spec = entry.spec
         watching = self._watching
 
         def start(deadline: float | None) -> Transport:
+            moved = False
             try:
                 source = spec.current_source()
-                if source != entry.source:
+                moved = source != entry.source
+                if moved:
                     watching.watch_also(entry, source)
                 factory = transport_factory(
                     source,
@@ -330,6 +333,8 @@ class PluginHost:
                 raise
             entry.source = source
             entry.error = None
+            if moved:
+                watching.track(entry)
             return transport
 
         return start
@@ -414,15 +419,9 @@ class PluginHost:
 
     def _reload_entry(self, entry: _Entry, timeout: float | None = None) -> None:
         """Reload ``entry`` (``host.reload``, and the watcher's reloads). Its starts record
-        their own outcome (``_instance``); a reload refused before any start is not the
-        plugin's failure and records nothing. A source that moved (an entry point now
-        naming another module, even if only some replicas started from it) is watched."""
-        before = entry.source
-        try:
-            entry.started.reload(timeout)
-        finally:
-            if entry.source != before:
-                self._watching.track(entry)
+        their own outcome and watch a source that moved (``_instance``); a reload refused
+        before any start is not the plugin's failure and records nothing."""
+        entry.started.reload(timeout)
 
     def __getitem__(self, name: str) -> PluginHandle:
         return self._entry(name).started

@@ -105,31 +105,36 @@ class HostWatch(Generic[_P]):
                 watcher.close(within)
 
     def track(self, plugin: _P) -> None:
-        """While watching, watch ``plugin``'s current source (just added, or its source
-        moved). A watch the system refuses is an ERROR record of that plugin: it keeps
-        serving, unwatched."""
-        self._watch(plugin, _paths_of(plugin.source))
+        """While watching, watch ``plugin``'s current source (just added, or it started from
+        a source it moved to). Never raises: a watch the system refuses is an ERROR record
+        of that plugin, which keeps serving, unwatched."""
+        self._watch(plugin)
 
-    def _watch(self, plugin: _P, paths: tuple[Path, ...]) -> None:
+    def watch_also(self, plugin: _P, source: str) -> None:
+        """While watching, watch ``source`` for ``plugin`` as well as its current source:
+        called before an instance starts from a source the plugin moved to, so an edit made
+        while it starts is seen; ``track`` narrows the watch once an instance has started
+        from it. Until then (a start that failed) both stay watched, and an edit to either
+        retries the reload. Never raises, as ``track``."""
+        self._watch(plugin, also=source)
+
+    def _watch(self, plugin: _P, also: str | None = None) -> None:
+        problem = None
         with self._lock:
             if self._watcher is None:
                 return
             if self._current(plugin.name) is not plugin:  # removed meanwhile (then forgotten)
                 return
             try:
+                paths = (*_paths_of(plugin.source), *_paths_of(also))
                 self._watcher.watch(plugin.name, paths)
             except PluginError as exc:
-                plugin.log_error(
-                    f"plugin {plugin.name!r} is not watched for changes: {exc.message}"
-                )
-
-    def watch_also(self, plugin: _P, source: str) -> None:
-        """While watching, watch ``source`` for ``plugin`` as well as its current source:
-        called before an instance starts from a source the plugin moved to, so an edit made
-        while it starts is seen (``track`` narrows the watch to the source it then serves
-        from; after a failed start both stay watched, so fixing either reloads it). A watch
-        the system refuses is an ERROR record of that plugin, as in ``track``."""
-        self._watch(plugin, (*_paths_of(plugin.source), *_paths_of(source)))
+                problem = exc.message
+            except Exception as exc:  # a bug: never let it fail the start that watches
+                _internal_log.exception("plugbridge: watching %r failed", plugin.name)
+                problem = f"{type(exc).__name__}: {exc}"
+        if problem is not None:  # the callback may call the host: not under our lock
+            plugin.log_error(f"plugin {plugin.name!r} is not watched for changes: {problem}")
 
     def forget(self, name: str) -> None:
         """Stop watching the plugin ``name`` (removed from the host)."""

@@ -184,12 +184,20 @@ class SourceWatcher:
         mapping changes nothing."""
         if not paths_by_name:
             return
-        targets = {
-            name: tuple(dict.fromkeys(Path(path).resolve() for path in paths))
-            for name, paths in paths_by_name.items()
-        }
+        shown = ", ".join(map(repr, paths_by_name))
+        try:
+            targets = {
+                name: tuple(dict.fromkeys(Path(path).resolve() for path in paths))
+                for name, paths in paths_by_name.items()
+            }
+        except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop (Python 3.11)
+            raise InitializationFailed(f"cannot watch the sources of {shown}: {exc}") from None
         with self._lock:
-            self._install({**self._paths, **targets}, ", ".join(map(repr, targets)))
+            if not self._closed.is_set() and all(
+                self._paths.get(name) == paths for name, paths in targets.items()
+            ):
+                return  # already watched as asked: no new notifier
+            self._install({**self._paths, **targets}, shown)
 
     def forget(self, name: str) -> None:
         """Stop watching for ``name``; an open batch of its changes is dropped."""
@@ -232,7 +240,7 @@ class SourceWatcher:
             raise InvalidState("the source watcher is closed")
         try:
             plan, notifier = _build(paths)
-        except OSError as exc:
+        except (OSError, WatchfilesRustInternalError) as exc:  # e.g. no inotify instance left
             raise InitializationFailed(f"cannot watch the sources of {shown}: {exc}") from None
         self._paths = paths
         self._plan = plan

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
-from plugbridge import ConfigError, InitializationFailed, InvalidState, PluginHost
+from plugbridge import ConfigError, InitializationFailed, InvalidState, LogLevel, PluginHost
 
 from ..conftest import wait_until
 from .conftest import SitePackages
@@ -179,3 +181,55 @@ def test_an_edit_made_while_a_moved_entry_point_starts_is_seen(
         assert wait_until(lambda: host["m"].call("version") == 3, DEADLINE)
         assert moved.read_text() == versioned(3)
         assert source_of(host, "m") == "movb.plugin:Versioned"
+
+
+def test_a_watch_refused_while_a_moved_entry_point_starts_does_not_fail_the_start(
+    site_packages: SitePackages, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The system refusing a watch (here: no inotify instance left, as watchfiles reports it)
+    # costs the watch, never the start: the plugin serves from the new module, and its
+    # callback is told it is not watched.
+    from watchfiles._rust_notify import WatchfilesRustInternalError
+
+    import plugbridge._watch
+
+    _install_movers(site_packages)
+    records: list[tuple[LogLevel, str]] = []
+    with PluginHost(log_callback=lambda level, _, text: records.append((level, text))) as host:
+        host.add("m", entry_point="mover")
+        host.watch(debounce_s=0.05)
+        assert host["m"].call("version") == 1
+
+        def refused(paths: object) -> NoReturn:
+            raise WatchfilesRustInternalError(
+                "Error creating recommended watcher: Too many open files"
+            )
+
+        monkeypatch.setattr(plugbridge._watch, "_build", refused)
+        _move_entry_point(site_packages, "movb.plugin:Versioned")
+        host.reload("m")  # watches movb before it starts from it: refused
+        assert host["m"].call("version") == 2
+        assert source_of(host, "m") == "movb.plugin:Versioned"
+        assert error_of(host, "m") is None
+        refusals = [m for level, m in records if "is not watched for changes" in m]
+        assert refusals and all("Too many open files" in m for m in refusals), records
+        assert {level for level, m in records if m in refusals} == {LogLevel.ERROR}
+
+
+def test_after_a_move_only_the_module_served_from_is_watched(site_packages: SitePackages) -> None:
+    # The handle's own reload follows the move too (it starts through the host), and the
+    # watch narrows to the new module: an edit to the old one reloads nothing.
+    _install_movers(site_packages)
+    with PluginHost() as host:
+        host.add("m", entry_point="mover")
+        host.watch(debounce_s=0.05)
+        handle = host["m"]
+        _move_entry_point(site_packages, "movb.plugin:Versioned")
+        handle.reload()
+        assert handle.call("version") == 2
+        reloads = handle.stats().reloads
+        (site_packages.root / "mova" / "plugin.py").write_text(versioned(10))  # not watched now
+        time.sleep(0.5)  # ten debounces: a watched edit would have reloaded by now
+        (site_packages.root / "movb" / "plugin.py").write_text(versioned(3))
+        assert wait_until(lambda: handle.call("version") == 3, DEADLINE)
+        assert handle.stats().reloads == reloads + 1

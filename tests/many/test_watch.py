@@ -13,6 +13,8 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -512,3 +514,22 @@ def test_watch_many_watches_every_name_at_once_all_or_nothing(tmp_path: Path, ri
     rig.watcher.close()
     with pytest.raises(InvalidState):
         rig.watcher.watch_many({"third": [first]})
+
+
+def test_a_host_that_never_watches_does_not_load_the_watcher(tmp_path: Path) -> None:
+    plugin = tmp_path / "versioned.py"
+    plugin.write_text(plugin_source("1"))
+    program = (
+        "import sys, plugbridge\n"
+        "with plugbridge.PluginHost() as host:\n"
+        f"    host.add('v', {str(plugin)!r})\n"
+        "    assert host['v'].call('version') == 1\n"
+        "    host.reload('v')\n"
+        "    host.remove('v')\n"
+        "print([m for m in ('watchfiles', 'plugbridge._watch') if m in sys.modules])\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", program], check=False, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]", done.stdout
