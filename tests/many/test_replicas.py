@@ -373,7 +373,7 @@ def test_a_rolling_reload_with_a_timeout_ends_within_it_when_old_replicas_hang_s
     # Every step now gets only the time left of the whole reload: it ends (here with an
     # error, as the time ran out half-way) about when its timeout says.
     # The fresh code takes 1 s to start. Replica 1's old instance is given the ~2.8 s left
-    # and its worker returns after 80 % of it (WORKER_STOP_SHARE), leaving < 0.6 s: too
+    # and its worker returns after ~80 % of it (_worker/session.py), leaving < 0.6 s: too
     # little for replica 2's start, whatever the machine's speed. (With fast starts the
     # third one once squeezed into the last half second and the reload succeeded.)
     limit = 4.0

@@ -65,9 +65,17 @@ from .protocol import (
 )
 from .reading import ReadingTurn
 
-WORKER_STOP_SHARE = 0.8
-"""Share of the shutdown timeout the worker gets to stop its instance; the rest is the
-host's, to terminate, kill and reap a worker that did not."""
+HOST_END_SHARE = 0.1
+"""Share of the shutdown timeout kept at its end for the host to terminate, kill and reap a
+worker that did not end by itself."""
+ANSWER_SHARE = 0.1
+ANSWER_RESERVE = 0.3
+"""Before that, the share (``ANSWER_RESERVE`` seconds at least, at most 40 % of the timeout)
+kept for a worker whose ``on_stop`` overran its own budget to say so and exit: it must take
+the GIL back from a plugin thread that may be spinning, write ``Stopped`` and end, which
+takes ~20-40 ms on a quiet machine but several times that when the cores are busy. A worker
+that has not ended by then is ended, and what its stop found (``on_stop`` hung, or raised)
+is lost behind a generic "did not stop"."""
 
 STOPPED_GRACE = 0.1
 """Seconds the reader gets to read ``Stopped`` once the worker has ended (it wrote the frame
@@ -472,9 +480,11 @@ class WorkerSession:
                 self._reader.join(max(0.0, deadline - time.monotonic()))
             self._finish(deadline)
             return None
-        host_share = start + timeout * (1 + WORKER_STOP_SHARE) / 2
+        host_share = start + timeout * (1 - HOST_END_SHARE)
+        answer = min(max(timeout * ANSWER_SHARE, ANSWER_RESERVE), timeout * 0.4)
+        worker_budget = timeout * (1 - HOST_END_SHARE) - answer
         with contextlib.suppress(OSError):  # SendTimeout too: a frozen worker is ended below
-            self.channel.send(Stop(timeout * WORKER_STOP_SHARE), host_share)
+            self.channel.send(Stop(worker_budget), host_share)
         self._turn.wake()
         if self.process.wait(host_share - time.monotonic()) is not None:  # it wrote Stopped
             self._stopped.wait(min(STOPPED_GRACE, deadline - time.monotonic()))  # before
