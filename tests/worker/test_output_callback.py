@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -148,3 +149,36 @@ def test_a_busy_log_callback_does_not_decide_whether_shutdown_failed(
         caller.join(10)
     # Its answer was still unread when shutdown returned: the call ends as cancelled.
     assert [type(o) for o in outcome] == [plugbridge.Cancelled], outcome
+
+
+def test_a_failed_stop_says_why_though_the_log_callback_was_slow(
+    write_plugin: Callable[..., Path],
+) -> None:
+    # The host thread delivering a record is in the callback for 0.5 s while the worker
+    # fails to stop, writes Stopped (why) and exits: the frame is read once the callback
+    # returns, well within the shutdown timeout, and the error names the reason.
+    source = write_plugin(SLOW_RECORD, name="slowrecord.py")
+    entered = threading.Event()
+
+    def callback(level: object, target: str, message: str) -> None:
+        if message == "slow":
+            entered.set()
+            time.sleep(0.5)
+
+    plugin = plugbridge.load(
+        source,
+        isolation="process",
+        log_callback=callback,
+        config={"data": {"fail_stop": True}},
+    )
+    outcome: list[object] = []
+    caller = threading.Thread(target=lambda: outcome.append(plugin.call("log", "slow")))
+    caller.start()
+    try:
+        assert entered.wait(10)
+        with pytest.raises(plugbridge.ShutdownFailed, match="on_stop failed on purpose"):
+            plugin.shutdown(timeout=5.0)
+        assert plugin.state is plugbridge.LifecycleState.FAILED
+    finally:
+        caller.join(10)
+    assert outcome == ["slow"]

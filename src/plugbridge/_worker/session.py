@@ -78,9 +78,10 @@ that has not ended by then is ended, and what its stop found (``on_stop`` hung, 
 is lost behind a generic "did not stop"."""
 
 STOPPED_GRACE = 0.1
-"""Seconds the reader gets to read ``Stopped`` once the worker has ended (it wrote the frame
-before): a reader held longer by a slow log callback is not waited for (the exit status
-says whether the stop was clean)."""
+"""Seconds the reader gets to read ``Stopped`` once the worker has ended cleanly (it wrote
+the frame before): a reader held longer by a slow log callback is not waited for (the exit
+status says the stop was clean). After a failed stop (``EXIT_STOP_FAILED``) the frame says
+why, and the reader gets until the shutdown deadline."""
 
 EXIT_WAIT = 1.0
 """Seconds a worker whose channel ended gets to exit before it is killed: the crash report
@@ -486,8 +487,12 @@ class WorkerSession:
         with contextlib.suppress(OSError):  # SendTimeout too: a frozen worker is ended below
             self.channel.send(Stop(worker_budget), host_share)
         self._turn.wake()
-        if self.process.wait(host_share - time.monotonic()) is not None:  # it wrote Stopped
-            self._stopped.wait(min(STOPPED_GRACE, deadline - time.monotonic()))  # before
+        ended = self.process.wait(host_share - time.monotonic())
+        if ended is not None:  # it wrote Stopped before it ended: give the reader time
+            # A failed stop's frame says why: wait for it until the deadline, not just
+            # the grace (a reader woken late on busy cores would lose the reason).
+            grace = deadline - time.monotonic() if ended == EXIT_STOP_FAILED else STOPPED_GRACE
+            self._stopped.wait(max(0.0, min(grace, deadline - time.monotonic())))
         broken = self._stop_end_problem  # before we end it (ending it breaks the channel)
         code = self.process.end(host_share)
         problem = self._stop_problem(code, timeout, broken)
