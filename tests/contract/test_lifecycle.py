@@ -14,7 +14,7 @@ import pytest
 import plugbridge
 from plugbridge import LifecycleState
 
-from ..conftest import HELLO, wait_until
+from ..conftest import HELLO, LogCapture, wait_until
 
 
 def plugbridge_threads() -> list[str]:
@@ -188,8 +188,10 @@ def test_async_hung_on_stop_and_raising_on_stop(
 
 
 SLOW = """
-    import asyncio, time, threading
+    import asyncio, logging, time, threading
     from plugbridge import Plugin, handler
+
+    log = logging.getLogger("slow")
 
     class Slow(Plugin):
         name = "slow"
@@ -203,11 +205,13 @@ SLOW = """
 
         @handler("sleep")
         async def sleep(self, ctx, req):
+            log.warning("running sleep")
             await asyncio.sleep(req)
             return req
 
         @handler("block")
         def block(self, ctx, req):
+            log.warning("running block")
             time.sleep(req)
             return req
 """
@@ -216,12 +220,17 @@ SLOW = """
 def test_shutdown_lets_calls_in_flight_finish(
     write_plugin: Callable[..., Path], isolation: str
 ) -> None:
-    plugin = plugbridge.load(write_plugin(SLOW), isolation=isolation)
+    capture = LogCapture()
+    plugin = plugbridge.load(write_plugin(SLOW), isolation=isolation, log_callback=capture)
     with ThreadPoolExecutor(4) as pool:
-        futures = [pool.submit(plugin.call, "sleep", 0.3), pool.submit(plugin.call, "block", 0.3)]
-        assert wait_until(lambda: plugin.in_flight == 2)
+        futures = [pool.submit(plugin.call, "sleep", 0.5), pool.submit(plugin.call, "block", 0.5)]
+        # in_flight counts a call once the handle has taken it, a moment before the
+        # instance has it (a stop beginning in that moment refuses it): wait for both
+        # handlers to run.
+        assert wait_until(lambda: {"running sleep", "running block"} <= set(capture.messages()))
+        assert plugin.in_flight == 2
         plugin.shutdown(timeout=5)
-        assert [f.result() for f in futures] == [0.3, 0.3]
+        assert [f.result() for f in futures] == [0.5, 0.5]
     assert plugin.state is LifecycleState.STOPPED
 
 

@@ -77,6 +77,9 @@ takes ~20-40 ms on a quiet machine but several times that when the cores are bus
 that has not ended by then is ended, and what its stop found (``on_stop`` hung, or raised)
 is lost behind a generic "did not stop"."""
 
+SENT_RECHECK = 0.005
+"""Seconds between two looks at whether the calls accepted before a stop were all sent."""
+
 STOPPED_GRACE = 0.1
 """Seconds the reader gets to read ``Stopped`` once the worker has ended cleanly (it wrote
 the frame before): a reader held longer by a slow log callback is not waited for (the exit
@@ -119,6 +122,11 @@ class WorkerSession:
         self._lock = threading.Lock()
         self._pending: dict[int, _Pending] = {}
         self._accepting = True
+        self._unsent: set[int] = set()
+        """Calls accepted whose frame is not written yet: ``Stop`` waits for them (with
+        ``_lock``), so a call accepted before the stop began is never refused by the worker
+        as read after ``Stop``. A set, not a count: an interrupted call may report twice."""
+        self._all_sent = threading.Condition(self._lock)
         self._stopping = False
         self._stopped_error: str | bool | None = False
         """False until ``Stopped`` arrives; then its error (None: a clean stop)."""
@@ -203,19 +211,16 @@ class WorkerSession:
             release()
             raise self._unsendable(exc, type_tag) from None
         entry = _Pending(completion, release)
-        accepted = False
-        send_by = deadline
+        send_by = _send_by(deadline, patience)
+        sent_later = False
         try:
             with self._lock:
-                if self._accepting:
+                accepted = self._accepting
+                if accepted:
                     self._pending[call_id] = entry
-                    accepted = True
+                    self._unsent.add(call_id)
             if not accepted:
                 raise self._refusal()
-            if patience is not None:
-                soon = time.monotonic() + patience
-                if deadline is None or soon < deadline:
-                    send_by = soon
             self.channel.send_frame(frame, send_by)
         except SendTimeout as exc:
             if exc.started:
@@ -225,6 +230,7 @@ class WorkerSession:
                     self._send_later(
                         call_id, frame, entry, deadline=deadline, type_tag=type_tag, timeout=timeout
                     )
+                    sent_later = True  # that thread counts it sent
                 except BaseException:  # interrupted: the call may never be sent
                     self._pending.pop(call_id, None)
                     release()
@@ -239,7 +245,29 @@ class WorkerSession:
             self._pending.pop(call_id, None)
             release()
             raise
+        finally:
+            if not sent_later:
+                self._sent(call_id)
         return call_id
+
+    def _wait_sent(self, until: float) -> None:
+        """Wait (until ``until`` at most) for the frames of the calls accepted before the
+        stop began, so that ``Stop`` follows them. A call no longer pending (interrupted,
+        or answered: its frame did go out) is not waited for, even if it could not say it
+        was sent; so the wait is re-checked every few milliseconds, not only when told."""
+        with self._lock:
+            while not self._unsent.isdisjoint(self._pending):
+                left = until - time.monotonic()
+                if left <= 0:
+                    return
+                self._all_sent.wait(min(SENT_RECHECK, left))
+
+    def _sent(self, call_id: int) -> None:
+        """Call ``call_id``'s frame is written (or never will be): ``Stop`` may follow it."""
+        with self._lock:
+            self._unsent.discard(call_id)
+            if not self._unsent:
+                self._all_sent.notify_all()
 
     def _send_later(
         self,
@@ -253,7 +281,7 @@ class WorkerSession:
     ) -> None:
         """Send a call frame from a thread of its own (its caller may not wait)."""
 
-        def send() -> None:
+        def send_or_drop() -> None:
             late: PluginError | None = None
             try:
                 if not entry.completion.settled:  # else its caller gave up: it never runs
@@ -269,6 +297,12 @@ class WorkerSession:
             entry.release()
             if late is not None:
                 entry.completion.settle(None, late)
+
+        def send() -> None:
+            try:
+                send_or_drop()
+            finally:
+                self._sent(call_id)
 
         threading.Thread(target=send, name="plugbridge-send", daemon=True).start()
 
@@ -483,7 +517,8 @@ class WorkerSession:
             return None
         host_share = start + timeout * (1 - HOST_END_SHARE)
         answer = min(max(timeout * ANSWER_SHARE, ANSWER_RESERVE), timeout * 0.4)
-        worker_budget = timeout * (1 - HOST_END_SHARE) - answer
+        self._wait_sent(host_share - answer)
+        worker_budget = max(0.0, host_share - answer - time.monotonic())
         with contextlib.suppress(OSError):  # SendTimeout too: a frozen worker is ended below
             self.channel.send(Stop(worker_budget), host_share)
         self._turn.wake()
@@ -568,3 +603,12 @@ def _timed_out(type_tag: str | int, timeout: float | None) -> PluginError:
 def _named(type_tag: object) -> str:
     """A call as messages name it: its type tag (quoted), or ``raw message N``."""
     return f"raw message {type_tag}" if type(type_tag) is int else repr(type_tag)
+
+
+def _send_by(deadline: float | None, patience: float | None) -> float | None:
+    """When a caller stops waiting to send its call: its ``deadline`` itself (the same
+    object) unless ``patience`` seconds from now come sooner."""
+    if patience is None:
+        return deadline
+    soon = time.monotonic() + patience
+    return soon if deadline is None or soon < deadline else deadline
