@@ -182,3 +182,35 @@ def test_a_failed_stop_says_why_though_the_log_callback_was_slow(
     finally:
         caller.join(10)
     assert outcome == ["slow"]
+
+
+def test_a_log_callback_that_shuts_its_plugin_down_after_a_failed_stop_is_not_held(
+    write_plugin: Callable[..., Path],
+) -> None:
+    # The callback runs on the thread that reads the worker's channel: only it could read
+    # the worker's Stopped frame, so the stop must not wait for that frame (the shutdown
+    # timeout's end) before it reports the failure.
+    source = write_plugin(SLOW_RECORD, name="slowrecord.py")
+    stopped: list[object] = []
+
+    def callback(level: object, target: str, message: str) -> None:
+        if message == "stop now":
+            began = time.monotonic()
+            try:
+                plugin.shutdown(timeout=30.0)
+            except plugbridge.ShutdownFailed as exc:
+                stopped.append((exc, time.monotonic() - began))
+
+    plugin = plugbridge.load(
+        source,
+        isolation="process",
+        log_callback=callback,
+        config={"data": {"fail_stop": True}},
+    )
+    with pytest.raises(plugbridge.PluginError):
+        plugin.call("log", "stop now", timeout=60)
+    assert wait_until(lambda: bool(stopped), 60)
+    ((error, took),) = stopped
+    assert isinstance(error, plugbridge.ShutdownFailed)
+    assert took < 20.0, took  # not the 30 s timeout's end
+    assert plugin.state is plugbridge.LifecycleState.FAILED

@@ -252,11 +252,13 @@ class WorkerSession:
 
     def _wait_sent(self, until: float) -> None:
         """Wait (until ``until`` at most) for the frames of the calls accepted before the
-        stop began, so that ``Stop`` follows them. A call no longer pending (interrupted,
-        or answered: its frame did go out) is not waited for, even if it could not say it
-        was sent; so the wait is re-checked every few milliseconds, not only when told."""
+        stop began, so that ``Stop`` follows them; not once the worker has ended. A call no
+        longer pending (interrupted, or answered: its frame did go out) is not waited for,
+        even if it could not say it was sent; so the wait is re-checked every few
+        milliseconds, not only when told. The stop waits half its worker's time at most:
+        a call stuck sending never takes all of ``on_stop``'s budget."""
         with self._lock:
-            while not self._unsent.isdisjoint(self._pending):
+            while not self._stopped.is_set() and not self._pending.keys().isdisjoint(self._unsent):
                 left = until - time.monotonic()
                 if left <= 0:
                     return
@@ -264,9 +266,9 @@ class WorkerSession:
 
     def _sent(self, call_id: int) -> None:
         """Call ``call_id``'s frame is written (or never will be): ``Stop`` may follow it."""
-        with self._lock:
-            self._unsent.discard(call_id)
-            if not self._unsent:
+        self._unsent.discard(call_id)  # first, and one builtin: an interrupt cannot split it
+        if self._stopping:  # a stop may be waiting for it
+            with self._lock:
                 self._all_sent.notify_all()
 
     def _send_later(
@@ -517,7 +519,7 @@ class WorkerSession:
             return None
         host_share = start + timeout * (1 - HOST_END_SHARE)
         answer = min(max(timeout * ANSWER_SHARE, ANSWER_RESERVE), timeout * 0.4)
-        self._wait_sent(host_share - answer)
+        self._wait_sent(start + (host_share - answer - start) / 2)  # half the worker's time
         worker_budget = max(0.0, host_share - answer - time.monotonic())
         with contextlib.suppress(OSError):  # SendTimeout too: a frozen worker is ended below
             self.channel.send(Stop(worker_budget), host_share)
@@ -526,7 +528,10 @@ class WorkerSession:
         if ended is not None:  # it wrote Stopped before it ended: give the reader time
             # A failed stop's frame says why: wait for it until the deadline, not just
             # the grace (a reader woken late on busy cores would lose the reason).
-            grace = deadline - time.monotonic() if ended == EXIT_STOP_FAILED else STOPPED_GRACE
+            me = threading.current_thread()
+            reads = me is self._reader or self._turn.reading is me  # only we could read it
+            failed = ended == EXIT_STOP_FAILED and not reads
+            grace = deadline - time.monotonic() if failed else STOPPED_GRACE
             self._stopped.wait(max(0.0, min(grace, deadline - time.monotonic())))
         broken = self._stop_end_problem  # before we end it (ending it breaks the channel)
         code = self.process.end(host_share)
