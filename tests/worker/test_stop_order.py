@@ -7,37 +7,22 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from collections.abc import Callable
-from pathlib import Path
 from types import FrameType
 from typing import Any
 
 import plugbridge
 from plugbridge import LifecycleState
 
-from ..conftest import wait_until
-
-ECHO = """
-    from plugbridge import Plugin, handler
-
-    class Echo(Plugin):
-        name = "echo"
-
-        @handler("echo")
-        def echo(self, ctx, req):
-            return req
-"""
+from ..conftest import HELLO, wait_until
 
 HOLD_S = 1.0
 """How long the accepted call is held once the stop has begun: time enough for a worker that
 was sent ``Stop`` at once to stop and exit (it takes ~50 ms)."""
 
 
-def test_a_call_accepted_before_a_stop_runs_though_stop_is_sent_meanwhile(
-    write_plugin: Callable[..., Path],
-) -> None:
-    plugin = plugbridge.load(write_plugin(ECHO, name="echo.py"), isolation="process")
-    assert plugin.call("echo", "warm") == "warm"
+def test_a_call_accepted_before_a_stop_runs_though_stop_is_sent_meanwhile() -> None:
+    plugin = plugbridge.load(HELLO, isolation="process")
+    assert plugin.call("echo", {"message": "warm"})["message"] == "warm"
     held, outcome = threading.Event(), []
 
     def hold_before_sending(frame: FrameType, event: str, arg: Any) -> None:
@@ -51,7 +36,7 @@ def test_a_call_accepted_before_a_stop_runs_though_stop_is_sent_meanwhile(
     def call() -> None:
         sys.setprofile(hold_before_sending)
         try:
-            outcome.append(plugin.call("echo", "accepted before the stop"))
+            outcome.append(plugin.call("echo", {"message": "accepted before the stop"}))
         except plugbridge.PluginError as exc:
             outcome.append(exc)
         finally:
@@ -62,5 +47,5 @@ def test_a_call_accepted_before_a_stop_runs_though_stop_is_sent_meanwhile(
     assert held.wait(10)
     plugin.shutdown(timeout=5.0)
     caller.join(10)
-    assert outcome == ["accepted before the stop"]
+    assert outcome == [{"message": "accepted before the stop", "length": 24}]
     assert plugin.state is LifecycleState.STOPPED
