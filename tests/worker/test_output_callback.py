@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -104,6 +105,18 @@ SLOW_RECORD = """
 """
 
 
+def load_slow_record(
+    write_plugin: Callable[..., Path], callback: Callable[[Any, str, str], None], *, fail_stop: bool
+) -> plugbridge.PluginHandle:
+    """SLOW_RECORD in a worker, its records to ``callback``, its on_stop failing if told."""
+    return plugbridge.load(
+        write_plugin(SLOW_RECORD, name="slowrecord.py"),
+        isolation="process",
+        log_callback=callback,
+        config={"data": {"fail_stop": fail_stop}},
+    )
+
+
 @pytest.mark.parametrize("fail_stop", [False, True])
 def test_a_busy_log_callback_does_not_decide_whether_shutdown_failed(
     write_plugin: Callable[..., Path], fail_stop: bool
@@ -111,7 +124,6 @@ def test_a_busy_log_callback_does_not_decide_whether_shutdown_failed(
     # The host thread delivering a record is held by the callback while the worker
     # stops, so the worker's Stopped frame waits unread: the worker's exit status still
     # tells a clean stop from a failed one.
-    source = write_plugin(SLOW_RECORD, name="slowrecord.py")
     entered, leave = threading.Event(), threading.Event()
 
     def callback(level: object, target: str, message: str) -> None:
@@ -119,12 +131,7 @@ def test_a_busy_log_callback_does_not_decide_whether_shutdown_failed(
             entered.set()
             leave.wait(30)
 
-    plugin = plugbridge.load(
-        source,
-        isolation="process",
-        log_callback=callback,
-        config={"data": {"fail_stop": fail_stop}},
-    )
+    plugin = load_slow_record(write_plugin, callback, fail_stop=fail_stop)
     outcome: list[object] = []
 
     def call() -> None:
@@ -157,7 +164,6 @@ def test_a_failed_stop_says_why_though_the_log_callback_was_slow(
     # The host thread delivering a record is in the callback for 0.5 s while the worker
     # fails to stop, writes Stopped (why) and exits: the frame is read once the callback
     # returns, well within the shutdown timeout, and the error names the reason.
-    source = write_plugin(SLOW_RECORD, name="slowrecord.py")
     entered = threading.Event()
 
     def callback(level: object, target: str, message: str) -> None:
@@ -165,12 +171,7 @@ def test_a_failed_stop_says_why_though_the_log_callback_was_slow(
             entered.set()
             time.sleep(0.5)
 
-    plugin = plugbridge.load(
-        source,
-        isolation="process",
-        log_callback=callback,
-        config={"data": {"fail_stop": True}},
-    )
+    plugin = load_slow_record(write_plugin, callback, fail_stop=True)
     outcome: list[object] = []
     caller = threading.Thread(target=lambda: outcome.append(plugin.call("log", "slow")))
     caller.start()
@@ -190,7 +191,6 @@ def test_a_log_callback_that_shuts_its_plugin_down_after_a_failed_stop_is_not_he
     # The callback runs on the thread that reads the worker's channel: only it could read
     # the worker's Stopped frame, so the stop must not wait for that frame (the shutdown
     # timeout's end) before it reports the failure.
-    source = write_plugin(SLOW_RECORD, name="slowrecord.py")
     stopped: list[object] = []
 
     def callback(level: object, target: str, message: str) -> None:
@@ -201,12 +201,7 @@ def test_a_log_callback_that_shuts_its_plugin_down_after_a_failed_stop_is_not_he
             except plugbridge.ShutdownFailed as exc:
                 stopped.append((exc, time.monotonic() - began))
 
-    plugin = plugbridge.load(
-        source,
-        isolation="process",
-        log_callback=callback,
-        config={"data": {"fail_stop": True}},
-    )
+    plugin = load_slow_record(write_plugin, callback, fail_stop=True)
     with pytest.raises(plugbridge.PluginError):
         plugin.call("log", "stop now", timeout=60)
     assert wait_until(lambda: bool(stopped), 60)
