@@ -37,10 +37,13 @@ import plugbridge
 
 from ..conftest import LogCapture, wait_until
 from ..native.build import build_hello_c
+from .stall_watch import StallWatch
 
 PACKAGE_DIR = os.path.dirname(plugbridge.__file__)
 SCENARIO_BOUND = 60.0
 """Seconds a whole scenario may take before it counts as hung (it takes about one)."""
+SLOW_STEP = 0.1
+"""Seconds a step of a task may block its loop: asyncio's debug mode reports slower ones."""
 
 LOOPS_PLUGIN = """
     import asyncio, logging, time
@@ -268,23 +271,31 @@ async def _a_handler_that_logs(target: Target) -> None:
 
 
 class LoopReport:
-    """What asyncio and the warnings machinery reported while loops ran."""
+    """What asyncio and the warnings machinery reported while loops ran, and when the whole
+    process stood still meanwhile (``stalls``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, stalls: StallWatch, package_dir: str = PACKAGE_DIR) -> None:
         self.records: list[logging.LogRecord] = []
         self.warnings: list[warnings.WarningMessage] = []
+        self.stalls = stalls
+        self.package_dir = package_dir
 
     def problems(self) -> list[str]:
         found = [str(w.message) for w in self.warnings]
         for record in self.records:
             text = record.getMessage()
             if text.startswith("Executing "):
-                # A slow callback counts when it is plugbridge's own code: a task running
-                # inside the package, or a callback it scheduled (not a test task that
-                # merely waits on one of its futures).
-                subject = text.split(" took ")[0].split(" wait_for=")[0]
-                if PACKAGE_DIR in subject:
-                    found.append(text)
+                # A slow callback counts when it is plugbridge's own code (a task running
+                # inside the package, or a callback it scheduled: not a test task that
+                # merely waits on one of its futures), and when it was slow by itself: time
+                # the whole process stood still (see StallWatch) is not the step's.
+                head, took = text.rsplit(" took ", 1)
+                if self.package_dir not in head.split(" wait_for=")[0]:
+                    continue
+                seconds = float(took.split()[0])
+                stalled = self.stalls.stalled(record.created - seconds, record.created)
+                if seconds - stalled >= SLOW_STEP:
+                    found.append(f"{text} (the process stood still {stalled:.3f} s of it)")
             elif record.levelno >= logging.WARNING:
                 found.append(text)
         return found
@@ -300,32 +311,36 @@ class _Keep(logging.Handler):
 
 
 @contextlib.contextmanager
-def loop_report() -> Iterator[LoopReport]:
+def loop_report(package_dir: str = PACKAGE_DIR) -> Iterator[LoopReport]:
     """Collect asyncio's log records and every warning (garbage collected at the end, so
-    a coroutine never awaited or a resource never closed is reported here).
+    a coroutine never awaited or a resource never closed is reported here); slow steps
+    count when their code is in ``package_dir``.
 
     The cyclic garbage collector is paused meanwhile: a full collection of the test
     process takes over 0.1 s, and whichever callback it lands in would be reported slow.
+    A collection another thread asks for, or any other long C call holding the GIL, is
+    not paused: the stall watch sees it.
     """
-    report = LoopReport()
     logger = logging.getLogger("asyncio")
-    keep = _Keep(report)
     level = logger.level
-    logger.addHandler(keep)
-    logger.setLevel(logging.WARNING)
     collecting = gc.isenabled()
-    gc.disable()
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            yield report
-            gc.collect()
-        report.warnings.extend(caught)
-    finally:
-        if collecting:
-            gc.enable()
-        logger.removeHandler(keep)
-        logger.setLevel(level)
+    with StallWatch() as stalls:
+        report = LoopReport(stalls, package_dir)
+        keep = _Keep(report)
+        logger.addHandler(keep)
+        logger.setLevel(logging.WARNING)
+        gc.disable()
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                yield report
+                gc.collect()
+            report.warnings.extend(caught)
+        finally:
+            if collecting:
+                gc.enable()
+            logger.removeHandler(keep)
+            logger.setLevel(level)
 
 
 def run_debug(coro: Coroutine[Any, Any, None]) -> None:
