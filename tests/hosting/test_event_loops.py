@@ -288,7 +288,9 @@ class LoopReport:
                 # A slow callback counts when it is plugbridge's own code (a task running
                 # inside the package, or a callback it scheduled: not a test task that
                 # merely waits on one of its futures), and when it was slow by itself: time
-                # the whole process stood still (see StallWatch) is not the step's.
+                # the whole process stood still (see StallWatch) is not the step's. That
+                # also excuses a step holding the GIL in one long C call of its own; the
+                # step's end is when asyncio logged it (a stall in between is excused too).
                 head, took = text.rsplit(" took ", 1)
                 if self.package_dir not in head.split(" wait_for=")[0]:
                     continue
@@ -319,8 +321,10 @@ def loop_report(package_dir: str = PACKAGE_DIR) -> Iterator[LoopReport]:
     The cyclic garbage collector is paused meanwhile: a full collection of the test
     process takes over 0.1 s, and whichever callback it lands in would be reported slow.
     A collection another thread asks for, or any other long C call holding the GIL, is
-    not paused: the stall watch sees it.
+    not paused: the stall watch sees it, and what it cannot tell apart is in its module.
+    Garbage left by earlier tests is collected first: its warnings are not this run's.
     """
+    gc.collect()
     logger = logging.getLogger("asyncio")
     level = logger.level
     collecting = gc.isenabled()

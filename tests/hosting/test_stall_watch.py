@@ -1,30 +1,37 @@
 """The debug-loop tests' judge of slow steps (``loop_report``): a step that blocks its loop
-is reported even though the process around it runs; a step that was only held up because
-the whole process stood still (another thread holding the GIL in one long C call) is not.
+is reported though the process around it runs, and so is one that computes for long while
+other threads compute too; a step held up only because the whole process stood still
+(another thread holding the GIL in one long C call) is not.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
 import threading
 import time
 
-from .test_event_loops import SLOW_STEP, loop_report, run_debug
+from .test_event_loops import SLOW_STEP, LoopReport, loop_report, run_debug
 
 HERE = os.path.dirname(__file__)
 
 
-def _gil_hog_size(seconds: float) -> int:
-    """How many numbers ``sum(range(n))`` (one C call that never lets go of the GIL) adds
-    up in about ``seconds`` on this machine."""
-    n = 1_000_000
-    while True:
-        began = time.perf_counter()
-        sum(range(n))
-        took = time.perf_counter() - began
-        if took > 0.02:
-            return int(n * seconds / took)
-        n *= 4
+def _spin(seconds: float) -> None:
+    """Run Python code for ``seconds``: the interpreter hands the GIL over every 5 ms."""
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
+def _hold_the_gil(seconds: float) -> None:
+    """One C call that keeps the GIL for ``seconds`` (``ctypes.pythonapi`` functions run
+    with the GIL held; libc's ``usleep`` is one of them here)."""
+    ctypes.pythonapi.usleep(ctypes.c_uint(int(seconds * 1_000_000)))
+
+
+def _slow_steps(report: LoopReport) -> list[str]:
+    """Every slow step asyncio reported, whether the judge counts it or not."""
+    return [r.getMessage() for r in report.records if r.getMessage().startswith("Executing ")]
 
 
 def test_a_step_that_blocks_its_loop_is_reported() -> None:
@@ -34,23 +41,53 @@ def test_a_step_that_blocks_its_loop_is_reported() -> None:
     with loop_report(package_dir=HERE) as report:
         run_debug(blocks())
     problems = report.problems()
-    assert len(problems) == 1, problems
-    assert "blocks()" in problems[0]
+    assert len(problems) == 1 and "blocks()" in problems[0], problems
+
+
+def test_a_step_that_computes_long_beside_busy_threads_is_reported() -> None:
+    # Waiting for the GIL behind other busy threads is not a stall of the process: the step
+    # below runs its own code (sharing the GIL) for 0.5 s, and that is what is reported.
+    done = threading.Event()
+
+    def busy() -> None:
+        while not done.is_set():
+            pass
+
+    others = [threading.Thread(target=busy, daemon=True) for _ in range(2)]
+
+    async def computes() -> None:
+        _spin(SLOW_STEP * 5)
+
+    for thread in others:
+        thread.start()
+    try:
+        with loop_report(package_dir=HERE) as report:
+            run_debug(computes())
+    finally:
+        done.set()
+        for thread in others:
+            thread.join(10)
+    problems = report.problems()
+    assert len(problems) == 1 and "computes()" in problems[0], problems
 
 
 def test_a_step_held_up_by_a_stalled_process_is_not_reported() -> None:
-    size = _gil_hog_size(SLOW_STEP * 4)
-    hog = threading.Thread(target=sum, args=(range(size),), daemon=True)
+    go = threading.Event()
+
+    def hog() -> None:
+        go.wait(30)
+        _hold_the_gil(SLOW_STEP * 4)
+
+    thread = threading.Thread(target=hog, daemon=True)
+    thread.start()
 
     async def held_up() -> None:
-        hog.start()
-        end = time.perf_counter() + 0.02  # Python code: the hog takes the GIL within 5 ms
-        while time.perf_counter() < end:
-            pass
+        go.set()
+        _spin(0.02)  # the hog takes the GIL within 5 ms and keeps it 0.4 s
 
     with loop_report(package_dir=HERE) as report:
         run_debug(held_up())
-    hog.join(10)
-    slow = [r.getMessage() for r in report.records if r.getMessage().startswith("Executing ")]
+    thread.join(10)
+    slow = _slow_steps(report)
     assert len(slow) == 1 and "held_up()" in slow[0], slow  # asyncio saw it slow
     assert report.problems() == []  # but the whole process stood still, not the loop
