@@ -44,6 +44,10 @@ SCENARIO_BOUND = 60.0
 """Seconds a whole scenario may take before it counts as hung (it takes about one)."""
 SLOW_STEP = 0.1
 """Seconds a step of a task may block its loop: asyncio's debug mode reports slower ones."""
+LATE = 1.0
+"""The timeout of the call whose timeout must stop its work. The call must have started by
+then: it takes milliseconds, but on a loaded machine one tenth of a second was once not
+enough, and a call its caller gave up on before the plugin had it never runs at all."""
 
 LOOPS_PLUGIN = """
     import asyncio, logging, time
@@ -154,7 +158,7 @@ class Target:
         """A call that lasts (tag, request), the record telling it started, and the one
         telling its work was stopped (None: C code cannot be stopped, it runs out)."""
         if self.native:  # the sleep's length names the call: it is in its record
-            ms = 700 + token
+            ms = int(LATE * 1000) + 600 + token  # longer than the timeout scenario's
             return "test.sleep", {"duration_ms": ms}, f"Sleeping for {ms} ms", None
         return "hold", f"t{token}", f"holding t{token}", f"released t{token}"
 
@@ -190,7 +194,7 @@ def target(
     try:
         yield Target(handle, log, native)
         # Every slot comes back: a C call that timed out or was abandoned holds its slot
-        # until it really returns (under a second here).
+        # until it really returns (under two seconds here).
         assert wait_until(lambda: handle.in_flight == 0, timeout=30)
         assert handle.rejected_request_count == 0
     finally:
@@ -240,8 +244,8 @@ async def _a_timeout_stops_the_work(target: Target) -> None:
     tag, request, started, stopped = target.hold(next(_tokens))
     begun = time.monotonic()
     with pytest.raises(plugbridge.Timeout):
-        await target.handle.acall(tag, request, timeout=0.1)
-    assert time.monotonic() - begun < 10, "the call waited for its work, not its timeout"
+        await target.handle.acall(tag, request, timeout=LATE)
+    assert time.monotonic() - begun < LATE + 9, "the call waited for its work, not its timeout"
     await target.log.seen(started)
     if stopped is not None:
         await target.log.seen(stopped)  # the handler's task was cancelled
