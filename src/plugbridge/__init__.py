@@ -32,7 +32,7 @@ from ._plugin import Plugin, PluginContext, handler, raw_handler
 from ._stats import PluginStats
 from ._transport import PluginMetadata
 
-__version__ = "0.8.1"
+__version__ = "0.8.2"
 
 __all__ = [
     "BundleError",

@@ -44,6 +44,12 @@ SCENARIO_BOUND = 60.0
 """Seconds a whole scenario may take before it counts as hung (it takes about one)."""
 SLOW_STEP = 0.1
 """Seconds a step of a task may block its loop: asyncio's debug mode reports slower ones."""
+DEV_MODE_SLOW_STEP = 1.0
+"""The same, in the development-mode program (a subprocess, and its workers): there a
+step's wall time cannot be netted of whole-process stalls (see ``StallWatch``), and it
+includes waits for the GIL behind the program's own busy threads. A 200-call burst's drain
+on a plugin's own loop takes 25-40 ms on a quiet machine and was once reported at 0.212 s on
+a loaded one. The 0.1 s bound, net of stalls, is held by the in-process tests above."""
 LATE = 1.0
 """The timeout of the call whose timeout must stop its work. The call must have started by
 then: it takes milliseconds, but on a loaded machine one tenth of a second was once not
@@ -498,8 +504,18 @@ def test_dev_mode_host_and_workers_report_nothing(
         line
         for line in done.stdout.splitlines()
         if any(w in line for w in ("Warning", "Executing", "never", "Exception", "Traceback"))
+        and not _slow_only_under_load(line)
     ]
     assert reported == []
+
+
+def _slow_only_under_load(line: str) -> bool:
+    """Whether ``line`` is asyncio's slow-step report for a step under
+    ``DEV_MODE_SLOW_STEP``."""
+    head, _, took = line.rpartition(" took ")
+    if "Executing " not in head or not took.endswith(" seconds"):
+        return False
+    return float(took.removesuffix(" seconds")) < DEV_MODE_SLOW_STEP
 
 
 # -- loops that end while their calls are in flight --------------------------------------

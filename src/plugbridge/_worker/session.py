@@ -173,7 +173,7 @@ class WorkerSession:
 
     # -- calls -------------------------------------------------------------------------
 
-    def submit(
+    def submit(  # noqa: PLR0915 (one frame: hot path, and each handler covers the next step)
         self,
         type_tag: str | int,
         payload: bytes,
@@ -225,20 +225,29 @@ class WorkerSession:
         except SendTimeout as exc:
             if exc.started:
                 return call_id  # the worker will receive it: it times out like any call
-            if send_by is not deadline and (deadline is None or time.monotonic() < deadline):
-                try:
+            handed: threading.Lock | None = None
+            try:
+                if send_by is not deadline and (deadline is None or time.monotonic() < deadline):
+                    handed = threading.Lock()  # taken by the sender thread, or by an interrupt
                     self._send_later(
-                        call_id, frame, entry, deadline=deadline, type_tag=type_tag, timeout=timeout
+                        call_id,
+                        frame,
+                        entry,
+                        handed,
+                        deadline=deadline,
+                        type_tag=type_tag,
+                        timeout=timeout,
                     )
                     sent_later = True  # that thread counts it sent
-                except BaseException:  # interrupted: the call may never be sent
-                    self._pending.pop(call_id, None)
-                    release()
+                    return call_id
+                raise _timed_out(type_tag, timeout) from None
+            except BaseException:  # late, or interrupted: does a sender thread have the call?
+                if handed is not None and not handed.acquire(blocking=False):
+                    sent_later = True  # yes: it sends the call, which then runs
                     raise
-                return call_id
-            self._pending.pop(call_id, None)
-            release()  # idempotent: harmless if a sweep released it already
-            raise _timed_out(type_tag, timeout) from None
+                self._pending.pop(call_id, None)  # no, and now none ever will
+                release()  # idempotent: harmless if a sweep released it already
+                raise
         except OSError:
             pass  # a worker that is gone: the reader fails it with the others
         except BaseException:  # refused, or interrupted: it was not sent
@@ -276,12 +285,15 @@ class WorkerSession:
         call_id: int,
         frame: bytes,
         entry: _Pending,
+        handed: threading.Lock,
         *,
         deadline: float | None,
         type_tag: str | int,
         timeout: float | None,
     ) -> None:
-        """Send a call frame from a thread of its own (its caller may not wait)."""
+        """Send a call frame from a thread of its own (its caller may not wait). The thread
+        owns the call only if it takes ``handed`` first: ``submit``, interrupted while
+        starting it, takes that lock to keep the call from ever being sent."""
 
         def send_or_drop() -> None:
             late: PluginError | None = None
@@ -301,6 +313,8 @@ class WorkerSession:
                 entry.completion.settle(None, late)
 
         def send() -> None:
+            if not handed.acquire(blocking=False):
+                return  # its caller was interrupted first: the call was dropped there
             try:
                 send_or_drop()
             finally:
