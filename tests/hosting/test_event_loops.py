@@ -44,12 +44,13 @@ SCENARIO_BOUND = 60.0
 """Seconds a whole scenario may take before it counts as hung (it takes about one)."""
 SLOW_STEP = 0.1
 """Seconds a step of a task may block its loop: asyncio's debug mode reports slower ones."""
-DEV_MODE_SLOW_STEP = 1.0
-"""The same, in the development-mode program (a subprocess, and its workers): there a
-step's wall time cannot be netted of whole-process stalls (see ``StallWatch``), and it
-includes waits for the GIL behind the program's own busy threads. A 200-call burst's drain
-on a plugin's own loop takes 25-40 ms on a quiet machine and was once reported at 0.212 s on
-a loaded one. The 0.1 s bound, net of stalls, is held by the in-process tests above."""
+DRAIN_UNDER_LOAD = 1.0
+"""Seconds the development-mode program lets one inbox drain (``LoopInbox._drain``: a burst
+of calls handed to a loop) take; every other step keeps asyncio's 0.1 s. That program is
+a subprocess: a step's wall time there cannot be netted of whole-process stalls (see
+``StallWatch``), and a drain also waits for the GIL behind the program's own submitting
+thread. A 200-call burst's drain on a plugin's own loop takes 25-40 ms on a quiet machine
+and was once reported at 0.212 s on a loaded one."""
 LATE = 1.0
 """The timeout of the call whose timeout must stop its work. The call must have started by
 then: it takes milliseconds, but on a loaded machine one tenth of a second was once not
@@ -499,23 +500,25 @@ def test_dev_mode_host_and_workers_report_nothing(
         timeout=SCENARIO_BOUND * 2,
     )
     assert done.returncode == 0, done.stderr
-    assert done.stderr == ""
+    # The host's own loops report to stderr (logging's last resort), the workers' as
+    # records the program prints.
+    assert [line for line in done.stderr.splitlines() if not _a_drain_under_load(line)] == []
     reported = [
         line
         for line in done.stdout.splitlines()
         if any(w in line for w in ("Warning", "Executing", "never", "Exception", "Traceback"))
-        and not _slow_only_under_load(line)
+        and not _a_drain_under_load(line)
     ]
     assert reported == []
 
 
-def _slow_only_under_load(line: str) -> bool:
-    """Whether ``line`` is asyncio's slow-step report for a step under
-    ``DEV_MODE_SLOW_STEP``."""
+def _a_drain_under_load(line: str) -> bool:
+    """Whether ``line`` is asyncio's slow-step report of an inbox drain under
+    ``DRAIN_UNDER_LOAD``."""
     head, _, took = line.rpartition(" took ")
-    if "Executing " not in head or not took.endswith(" seconds"):
+    if "Executing <Handle LoopInbox._drain()" not in head or not took.endswith(" seconds"):
         return False
-    return float(took.removesuffix(" seconds")) < DEV_MODE_SLOW_STEP
+    return float(took.removesuffix(" seconds")) < DRAIN_UNDER_LOAD
 
 
 # -- loops that end while their calls are in flight --------------------------------------
